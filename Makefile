@@ -1,0 +1,54 @@
+# The Dropout course: one entry point. `make book` and `make test` are the two README commands;
+# both create .venv and install requirements.txt into it first when needed (once).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# nbgrader finds autograder/nbgrader_config.py through this; the course root is the repo.
+export JUPYTER_CONFIG_PATH := $(CURDIR)/autograder
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PYTHONHASHSEED := 0
+
+.PHONY: help venv book test test-quick lab release grade-demo grade calibrate clean
+
+help:
+	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
+	@echo "make test        run the whole test suite (what CI runs)"
+	@echo "make test-quick  the fast tier: checks library, notebooks, style (no book build)"
+	@echo "make lab         students: JupyterLab on exercises/ with nbgrader's Validate button"
+	@echo "make release     instructors: regenerate exercises/ from solutions/"
+	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions"
+	@echo "make grade-demo  autograde the demo submissions into _build/grading/"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+	# Make the course importable (the checks library) from every kernel started in this venv.
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dropout_course.pth"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=exercises
+
+release: $(STAMP)
+	$(BIN)/python -m autograder.release
+
+grade: $(STAMP)
+	$(BIN)/python -m autograder.grade $(A) $(S) --out _build/grading/$(A)
+
+grade-demo: $(STAMP)
+	$(BIN)/python -m autograder.demo --out _build/grading/demo
+
+clean:
+	rm -rf _build

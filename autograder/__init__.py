@@ -1,0 +1,1 @@
+"""The Dropout course's grading side: nbgrader configuration, the checks library, grading."""

@@ -1,0 +1,23 @@
+"""The course's checks library: every test cell of every exercise calls these functions.
+
+Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(...)``,
+``checks.expect_raises(...)``, ``checks.passed(...)``. Every failure is an ``AssertionError``
+whose message says what is wrong and what to check.
+"""
+
+from . import core, devices, ex01, stats
+from .core import describe_call, expect, expect_equal, expect_raises, fail, passed, run_student
+
+__all__ = [
+    "core",
+    "describe_call",
+    "devices",
+    "ex01",
+    "expect",
+    "expect_equal",
+    "expect_raises",
+    "fail",
+    "passed",
+    "run_student",
+    "stats",
+]

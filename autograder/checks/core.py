@@ -1,0 +1,160 @@
+"""Generic building blocks for the course's checks.
+
+Every check raises :class:`AssertionError` with a message in two parts: *what is wrong*
+and *what to check*. Test cells end with :func:`passed`, which prints a friendly line,
+so a test cell never ends in a bare value that nbgrader could mistake for a score.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+__all__ = [
+    "call_quietly",
+    "describe_call",
+    "expect",
+    "expect_equal",
+    "expect_raises",
+    "fail",
+    "passed",
+    "run_student",
+]
+
+_REPR_LIMIT = 80
+
+
+def short_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a message stays readable."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real problem
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_call(
+    fn: Callable[..., Any],
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """Render a call as the student would type it, e.g. ``f(3, p=0.5)``."""
+    parts = [short_repr(a) for a in args]
+    parts += [f"{k}={short_repr(v)}" for k, v in (kwargs or {}).items()]
+    name = getattr(fn, "__name__", None) or short_repr(fn)
+    return f"{name}({', '.join(parts)})"
+
+
+def call_quietly(
+    fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> Any:
+    """Call ``fn``; warnings it raises are printed to stdout instead of stderr.
+
+    nbgrader counts any stderr output in a test cell as a failure, so a harmless warning in a
+    correct answer would otherwise cost its points.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return fn(*args, **(kwargs or {}))
+        finally:
+            for w in caught:
+                print(f"Note: {describe_call(fn, args, kwargs)} warned: "
+                      f"{w.category.__name__}: {w.message}")
+
+
+def fail(what: str, hint: str) -> NoReturn:
+    """Raise the standard failure: what is wrong, then what the student should check."""
+    raise AssertionError(f"{what}\n  What to check: {hint}")
+
+
+def expect(condition: bool, what: str, hint: str) -> None:
+    """Fail with ``what``/``hint`` unless ``condition`` holds.
+
+    ``condition`` must be a real ``bool``: objects that pretend to be true are refused, so a
+    lying return value cannot pass a check by accident.
+    """
+    if not isinstance(condition, bool):
+        raise TypeError(f"checks.expect needs a bool, got {type(condition).__name__}")
+    if not condition:
+        fail(what, hint)
+
+
+def run_student(
+    fn: Callable[..., Any],
+    *args: Any,
+    hint: str = "read the error above and the function's docstring",
+    **kwargs: Any,
+) -> Any:
+    """Call a student's function and turn any exception into a failure that says which call.
+
+    ``NotImplementedError`` (the stub left in place) gets its own message.
+    """
+    call = describe_call(fn, args, kwargs)
+    try:
+        return call_quietly(fn, args, kwargs)
+    except NotImplementedError as err:
+        raise AssertionError(
+            f"{call} raised NotImplementedError: this function is not written yet.\n"
+            "  What to check: replace `raise NotImplementedError()` with your code."
+        ) from None
+    except Exception as err:
+        raise AssertionError(
+            f"{call} raised {type(err).__name__}: {err}\n  What to check: {hint}"
+        ) from err
+
+
+def expect_equal(actual: Any, expected: Any, what: str, hint: str) -> None:
+    """Fail unless ``actual == expected`` and both have the same plain type.
+
+    Meant for plain Python values (ints, floats, tuples of them); arrays have their own checks.
+    """
+    same = type(actual) is type(expected) and bool(actual == expected)
+    expect(
+        same,
+        f"{what}: expected {short_repr(expected)}, got {short_repr(actual)}"
+        + ("" if type(actual) is type(expected) else f" (a {type(actual).__name__})"),
+        hint,
+    )
+
+
+def expect_raises(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    why: str,
+    kwargs: Mapping[str, Any] | None = None,
+) -> BaseException:
+    """Fail unless ``fn(*args, **kwargs)`` raises one of ``errors``; return the exception.
+
+    ``why`` says in plain words what is wrong with the input (e.g. "an empty history").
+    """
+    errors = errors if isinstance(errors, tuple) else (errors,)
+    names = " or ".join(e.__name__ for e in errors)
+    call = describe_call(fn, args, kwargs)
+    try:
+        result = call_quietly(fn, args, kwargs)
+    except errors as err:
+        return err
+    except NotImplementedError as err:
+        raise AssertionError(
+            f"{call} raised NotImplementedError: this function is not written yet.\n"
+            "  What to check: replace `raise NotImplementedError()` with your code."
+        ) from None
+    except Exception as err:
+        raise AssertionError(
+            f"{call} should raise {names} ({why}), but raised {type(err).__name__}: {err}\n"
+            f"  What to check: validate the input at the start and raise {names} "
+            "with a message that names the bad argument."
+        ) from err
+    fail(
+        f"{call} should raise {names} ({why}), but it returned {short_repr(result)}",
+        f"validate the input at the start and raise {names} with a message that names "
+        "the bad argument.",
+    )
+
+
+def passed(message: str) -> None:
+    """Print the success line that ends every test cell."""
+    print(f"Passed: {message}")
