@@ -9,7 +9,10 @@ export JUPYTER_CONFIG_PATH := $(CURDIR)/autograder
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv book test test-quick lab release grade-demo grade calibrate clean
+RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
+	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR2004,PLR0912,PLC0415
+
+.PHONY: help venv book test test-quick lab release grade-demo grade lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
@@ -49,6 +52,9 @@ grade: $(STAMP)
 
 grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext
 
 clean:
 	rm -rf _build

@@ -55,7 +55,7 @@ def _nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(COURSE_ROOT), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
-    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, check=False)
 
 
 def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
@@ -125,7 +125,9 @@ def _read_scores(out: Path, assignment: str, results: dict[str, StudentResult]) 
                 result.max_score = gb.find_assignment(assignment).max_score
 
 
-def grade(assignment: str, submissions: Path, out: Path, quiet: bool = False) -> list[StudentResult]:
+def grade(
+    assignment: str, submissions: Path, out: Path, quiet: bool = False
+) -> list[StudentResult]:
     """Autograde every submission; write grades, feedback and the report into ``out``."""
     started = time.perf_counter()
     prepare_course(out, assignment)

@@ -94,7 +94,7 @@ def run_student(
     call = describe_call(fn, args, kwargs)
     try:
         return call_quietly(fn, args, kwargs)
-    except NotImplementedError as err:
+    except NotImplementedError:
         raise AssertionError(
             f"{call} raised NotImplementedError: this function is not written yet.\n"
             "  What to check: replace `raise NotImplementedError()` with your code."
@@ -137,7 +137,7 @@ def expect_raises(
         result = call_quietly(fn, args, kwargs)
     except errors as err:
         return err
-    except NotImplementedError as err:
+    except NotImplementedError:
         raise AssertionError(
             f"{call} raised NotImplementedError: this function is not written yet.\n"
             "  What to check: replace `raise NotImplementedError()` with your code."

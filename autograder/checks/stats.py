@@ -60,7 +60,7 @@ def binomial_count_bounds(
     """
     if n < 0 or not 0.0 <= p <= 1.0:
         raise ValueError(f"need n >= 0 and 0 <= p <= 1, got n={n}, p={p}")
-    if p == 0.0 or p == 1.0:
+    if p in {0.0, 1.0}:
         return (0, 0) if p == 0.0 else (n, n)
     half = false_failure / 2.0
     first, pmf = _binomial_pmf_window(n, p)

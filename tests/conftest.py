@@ -1,0 +1,24 @@
+"""Shared pytest set-up: helper modules importable from the tests, the ``slow`` marker."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+# `from course import ...` and `from notebook_code import ...` need tests/ on the path, and the
+# notebooks' `from autograder import checks` needs the course root, however pytest is started.
+for folder in (TESTS, ROOT):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers used in tests/ so pytest does not warn about them."""
+    config.addinivalue_line(
+        "markers", "slow: takes more than a few seconds; `make test-quick` skips it"
+    )

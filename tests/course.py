@@ -1,0 +1,126 @@
+"""Shared facts about the course for the tests: where things are, and what must never leak."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+EXERCISES = ROOT / "exercises"
+BUILD_HTML = ROOT / "_build" / "html"
+ASSIGNMENTS = sorted(p.name for p in SOLUTIONS.iterdir() if (p / f"{p.name}.ipynb").is_file())
+
+# A secret line must be at least this long (after stripping) to be searched for: shorter lines
+# such as `return out` or `else:` are too generic to mean anything when found elsewhere. Lines
+# shorter than DISTINCTIVE_LENGTH count only when they appear as a whole line; longer ones count
+# anywhere, even inside a longer line (e.g. in a JSON search index).
+MIN_SECRET_LENGTH = 16
+DISTINCTIVE_LENGTH = 30
+
+
+def source_notebook(assignment: str) -> nbformat.NotebookNode:
+    return nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def release_notebook(assignment: str) -> nbformat.NotebookNode:
+    return nbformat.read(EXERCISES / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def _regions(source: str, begin: str, end: str) -> list[str]:
+    lines, inside, found = source.splitlines(), False, []
+    for line in lines:
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside:
+            found.append(line)
+    return found
+
+
+@cache
+def secret_lines() -> frozenset[str]:
+    """Solution and hidden-test lines of every source notebook that no student may see.
+
+    Lines that also occur in a released notebook or in the checks library (both public: students
+    get them) are left out, as are lines shorter than MIN_SECRET_LENGTH.
+    """
+    secret: set[str] = set()
+    public: set[str] = set()
+    for assignment in ASSIGNMENTS:
+        for cell in source_notebook(assignment).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and meta.get("solution"):
+                secret.update(cell.source.splitlines())
+            elif cell.cell_type == "code":
+                secret.update(_regions(cell.source, "BEGIN SOLUTION", "END SOLUTION"))
+                secret.update(_regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
+        for cell in release_notebook(assignment).cells:
+            public.update(line.strip() for line in cell.source.splitlines())
+    for module in (ROOT / "autograder" / "checks").glob("*.py"):
+        public.update(line.strip() for line in module.read_text(encoding="utf-8").splitlines())
+    stripped = {line.strip() for line in secret}
+    return frozenset(s for s in stripped if len(s) >= MIN_SECRET_LENGTH and s not in public)
+
+
+def readable_text(path: Path) -> str:
+    """The text a person could read in ``path``: HTML as rendered text plus its raw form,
+    notebooks as their cell sources and outputs, anything else as decoded text."""
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    parts = [raw]
+    if path.suffix in {".html", ".htm"}:
+        from bs4 import BeautifulSoup
+
+        parts.append(BeautifulSoup(raw, "html.parser").get_text())
+    elif path.suffix == ".ipynb":
+        try:
+            nb = json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+        for cell in nb.get("cells", []):
+            src = cell.get("source", "")
+            parts.append("".join(src) if isinstance(src, list) else src)
+            for out in cell.get("outputs", []):
+                parts.append(json.dumps(out, ensure_ascii=False))
+    return "\n".join(parts)
+
+
+def find_leaks(folder: Path, own_lines: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Secret lines found in any file under ``folder``: {relative path: [lines]}.
+
+    ``own_lines`` are lines a student wrote themselves (a feedback file may show them back).
+    """
+    secrets = secret_lines() - own_lines
+    leaks: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix in {".png", ".jpg", ".gif", ".woff", ".woff2",
+                                                 ".ttf", ".eot", ".ico", ".db", ".svg"}:
+            continue
+        text = readable_text(path)
+        lines = {line.strip() for line in text.splitlines()}
+        hits = [s for s in secrets if s in lines or (len(s) >= DISTINCTIVE_LENGTH and s in text)]
+        if hits:
+            leaks[str(path.relative_to(folder))] = sorted(hits)
+    return leaks
+
+
+def venv_env() -> dict[str, str]:
+    """Environment for course commands: the venv's bin first, nbgrader's config found."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["JUPYTER_CONFIG_PATH"] = str(ROOT / "autograder")
+    return env
+
+
+def run(cmd: list[str], cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess[str]:
+    """Run a command with the course environment; output captured as text."""
+    return subprocess.run(
+        cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True, check=False, **kwargs
+    )

@@ -1,0 +1,83 @@
+"""Run the code of an nbgrader source notebook outside Jupyter: its setup cell, its reference
+solutions and its test cells, so the checks library can be tested against real answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+from course import source_notebook
+
+SETUP_ID = "setup"
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+
+
+def _nbgrader(cell: nbformat.NotebookNode) -> dict[str, Any]:
+    return dict(cell.metadata.get("nbgrader", {}))
+
+
+def _code_cells(assignment: str) -> list[nbformat.NotebookNode]:
+    return [c for c in source_notebook(assignment).cells if c.cell_type == "code"]
+
+
+def _exec(source: str, namespace: dict[str, Any], label: str) -> None:
+    """Execute ``source`` in ``namespace``; ``label`` names it in tracebacks."""
+    exec(compile(source, f"<{label}>", "exec"), namespace)
+
+
+def setup_source(assignment: str) -> str:
+    """Source of the notebook's setup cell (nbgrader grade_id "setup")."""
+    for cell in _code_cells(assignment):
+        if _nbgrader(cell).get("grade_id") == SETUP_ID:
+            return cell.source
+    raise LookupError(f"{assignment} has no code cell with grade_id {SETUP_ID!r}")
+
+
+def setup_namespace(assignment: str) -> dict[str, Any]:
+    """A fresh namespace in which only the setup cell has run (imports, ``checks``)."""
+    namespace: dict[str, Any] = {"__name__": f"{assignment}_notebook"}
+    _exec(setup_source(assignment), namespace, f"{assignment}:{SETUP_ID}")
+    return namespace
+
+
+def solution_cells(assignment: str) -> list[tuple[str, str]]:
+    """(grade_id, source) of every code cell marked nbgrader.solution, in notebook order."""
+    return [
+        (_nbgrader(c)["grade_id"], c.source)
+        for c in _code_cells(assignment)
+        if _nbgrader(c).get("solution")
+    ]
+
+
+def load_solution_namespace(assignment: str) -> dict[str, Any]:
+    """Run the setup cell and every solution cell (full source: the markers are comments) in a
+    fresh namespace and return it, so it holds the reference functions."""
+    namespace = setup_namespace(assignment)
+    for grade_id, source in solution_cells(assignment):
+        _exec(source, namespace, f"{assignment}:{grade_id}")
+    return namespace
+
+
+def test_cells(assignment: str, hidden: bool | None = None) -> list[tuple[str, str]]:
+    """(grade_id, source) of the graded code cells (the test cells), in notebook order.
+
+    ``hidden=True`` keeps only cells with hidden tests, ``False`` only visible ones, ``None`` all.
+    """
+    cells = [
+        (_nbgrader(c)["grade_id"], c.source)
+        for c in _code_cells(assignment)
+        if _nbgrader(c).get("grade")
+    ]
+    if hidden is None:
+        return cells
+    return [(gid, src) for gid, src in cells if (HIDDEN_BEGIN in src) is hidden]
+
+
+# pytest must not collect the helper above as a test because of its name.
+test_cells.__test__ = False  # type: ignore[attr-defined]
+
+
+def run_test_cell(source: str, namespace: dict[str, Any]) -> None:
+    """Execute a test cell's source in a shallow copy of ``namespace``; exceptions propagate
+    (an ``AssertionError`` is a failed test). The names the cell defines are thrown away."""
+    _exec(source, dict(namespace), "test cell")

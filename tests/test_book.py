@@ -1,0 +1,206 @@
+"""The book: strict, offline, cached, complete, and free of solutions and hidden tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+from course import ASSIGNMENTS, BUILD_HTML, EXERCISES, ROOT, find_leaks, run, secret_lines
+
+pytestmark = pytest.mark.slow
+
+# Elements and attributes through which a page loads something (not <a href>: a link is not a load).
+LOADING = {
+    "script": ["src"], "link": ["href"], "img": ["src", "srcset"], "source": ["src", "srcset"],
+    "iframe": ["src"], "video": ["src", "poster"], "audio": ["src"], "embed": ["src"],
+    "object": ["data"], "track": ["src"], "image": ["href", "xlink:href"], "use": ["href"],
+}
+REMOTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)", re.IGNORECASE)
+CSS_IMPORT = re.compile(r"@import\s+['\"]([^'\"]+)", re.IGNORECASE)
+
+
+@pytest.fixture(scope="session")
+def book() -> Path:
+    """The book built with the README's command (execution is cached, so a rebuild is quick)."""
+    proc = run(["make", "--no-print-directory", "book"], timeout=1800)
+    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return BUILD_HTML
+
+
+def html_pages(book: Path) -> list[Path]:
+    return sorted(book.rglob("*.html"))
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+            walk(entry.get("chapters", []))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return files
+
+
+def is_remote(url: str) -> bool:
+    return bool(REMOTE.match(url.strip())) or url.strip().lower().startswith(("http:", "https:"))
+
+
+def remote_loads(html: str) -> list[str]:
+    """Every URL outside the site that the page would load (scripts, styles, fonts, images...)."""
+    soup = BeautifulSoup(html, "html.parser")
+    found = []
+    for tag, attrs in LOADING.items():
+        for element in soup.find_all(tag):
+            for attr in attrs:
+                for candidate in re.split(r"\s*,\s*", element.get(attr) or ""):
+                    url = candidate.split(" ")[0]
+                    if url and is_remote(url):
+                        found.append(f"<{tag} {attr}={url}>")
+    for style in soup.find_all("style"):
+        found += [u for u in CSS_URL.findall(style.get_text()) if is_remote(u)]
+    for element in soup.find_all(style=True):
+        found += [u for u in CSS_URL.findall(element["style"]) if is_remote(u)]
+    for script in soup.find_all("script", src=False):
+        found += [f"inline script mentions {u}" for u in re.findall(r"https?://[^\s'\"]+",
+                                                                    script.get_text())]
+    return found
+
+
+def test_index_and_every_toc_page_are_built(book: Path) -> None:
+    """The README's build command produces index.html and one page per table-of-contents entry."""
+    assert (book / "index.html").is_file()
+    for entry in toc_files():
+        assert (book / f"{entry}.html").is_file(), f"{entry} is in _toc.yml but was not built"
+
+
+def test_remote_load_detector_catches_remote_assets() -> None:
+    """The detector used below finds each kind of remote load (so its silence means something)."""
+    page = """<html><head><script src="https://cdn.example/x.js"></script>
+    <link rel="stylesheet" href="//cdn.example/s.css"><style>@font-face{src:url(https://f/x.woff)}</style>
+    </head><body><img src="http://img.example/a.png"><a href="https://ok.example">a link</a>
+    <script>var s = "https://cdn.example/lazy.js";</script></body></html>"""
+    assert len(remote_loads(page)) == 5
+    assert remote_loads('<img src="_static/a.png"><a href="https://x.org">x</a>') == []
+
+
+def test_no_page_loads_a_remote_asset(book: Path) -> None:
+    """No built page loads a script, stylesheet, font or image from outside the site."""
+    offenders = {}
+    for page in html_pages(book):
+        found = remote_loads(page.read_text(encoding="utf-8"))
+        if found:
+            offenders[str(page.relative_to(book))] = found
+    for css in book.rglob("*.css"):
+        text = css.read_text(encoding="utf-8", errors="replace")
+        found = [u for u in CSS_URL.findall(text) + CSS_IMPORT.findall(text) if is_remote(u)]
+        if found:
+            offenders[str(css.relative_to(book))] = found
+    assert not offenders, f"remote assets: {offenders}"
+
+
+def test_math_is_rendered_by_a_bundled_mathjax(book: Path) -> None:
+    """Pages with math load MathJax from the site itself, and that file exists."""
+    page = book / "chapters" / "01_overfitting.html"
+    soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+    assert soup.find(class_="math"), "the chapter should contain math"
+    mathjax = [s["src"] for s in soup.find_all("script", src=True) if "mathjax" in s["src"].lower()]
+    assert mathjax, "no MathJax script on a page with math"
+    for src in mathjax:
+        assert not is_remote(src)
+        assert (page.parent / src.split("?")[0]).resolve().is_file(), f"{src} is missing"
+
+
+def test_no_solution_or_hidden_test_line_reaches_the_site(book: Path) -> None:
+    """Every solution line and hidden-test line of every source notebook is absent from the site."""
+    assert len(secret_lines()) > 30, "the secret-line finder found suspiciously little"
+    assert find_leaks(book) == {}
+    for path in book.rglob("*"):
+        rel = path.relative_to(book).parts
+        assert "solutions" not in rel and "autograder" not in rel, f"{path} is on the site"
+
+
+def test_leak_finder_finds_a_planted_solution_line(tmp_path: Path) -> None:
+    """The leak search is not vacuous: a page quoting one solution line is reported."""
+    line = min(secret_lines())
+    (tmp_path / "page.html").write_text(f"<pre><span>{line}</span></pre>", encoding="utf-8")
+    assert find_leaks(tmp_path) == {"page.html": [line]}
+
+
+def test_exercises_are_downloadable_byte_for_byte(book: Path) -> None:
+    """The exercises page links each student notebook, identical to the file in exercises/."""
+    page = (book / "chapters" / "exercises.html").read_text(encoding="utf-8")
+    links = [a["href"] for a in BeautifulSoup(page, "html.parser").find_all("a", href=True)]
+    for assignment in ASSIGNMENTS:
+        expected = (EXERCISES / assignment / f"{assignment}.ipynb").read_bytes()
+        downloads = [h for h in links if h.startswith("../_downloads/")
+                     and h.endswith(f"/{assignment}.ipynb")]
+        assert downloads, f"no download link for {assignment}"
+        for href in downloads:
+            assert (book / "chapters" / href).resolve().read_bytes() == expected
+        assert (book / "exercises" / assignment / f"{assignment}.html").is_file()
+
+
+def test_unchanged_rebuild_uses_the_cache(book: Path) -> None:
+    """A second build with nothing changed executes no notebook and is quick."""
+    start = time.perf_counter()
+    proc = run(["make", "--no-print-directory", "book"], timeout=900)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Executing notebook" not in proc.stdout + proc.stderr
+    assert seconds < 120, f"cached rebuild took {seconds:.0f} s"
+
+
+def _mini_book(folder: Path, page: str) -> None:
+    """A one-page book with the course's own configuration."""
+    shutil.copy(ROOT / "_config.yml", folder / "_config.yml")
+    (folder / "chapters").mkdir()
+    shutil.copy(ROOT / "chapters" / "references.bib", folder / "chapters" / "references.bib")
+    shutil.copytree(ROOT / "chapters" / "_ext", folder / "chapters" / "_ext")
+    (folder / "_toc.yml").write_text("format: jb-book\nroot: chapters/page\n")
+    (folder / "chapters" / "page.md").write_text(page)
+
+
+FAILING_PAGE = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+# A page whose code fails
+
+```{code-cell} ipython3
+raise RuntimeError("this cell fails on purpose")
+```
+"""
+
+
+def _build(folder: Path):
+    return run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".",
+                "--warningiserror", "--nitpick", "--keep-going"], cwd=folder, timeout=600)
+
+
+def test_failing_cell_fails_the_build_also_when_rebuilt(tmp_path: Path) -> None:
+    """With the course configuration a failing cell fails the build, and so does a rebuild."""
+    _mini_book(tmp_path, FAILING_PAGE)
+    first = _build(tmp_path)
+    assert first.returncode != 0, "a failing cell did not fail the build"
+    second = _build(tmp_path)
+    assert second.returncode != 0, "the incremental rebuild of a failing page passed"
+
+
+def test_a_warning_fails_the_build(tmp_path: Path) -> None:
+    """Warnings are errors: a reference to a missing label fails the build."""
+    _mini_book(tmp_path, "# A page\n\nSee {ref}`no-such-label`.\n")
+    assert _build(tmp_path).returncode != 0

@@ -1,0 +1,128 @@
+"""The grading pipeline end to end: demo submissions get their exact scores, feedback is written
+and never shows a solution or hidden test, and bad submissions only affect themselves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from course import ROOT, find_leaks, readable_text, run
+
+from autograder.demo.ex01_overfitting import EXPECTED as EX01_EXPECTED
+
+pytestmark = pytest.mark.slow
+ASSIGNMENT = "ex01_overfitting"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the demo grading command once; return its course folder for ex01."""
+    out = tmp_path_factory.mktemp("demo")
+    proc = run([sys.executable, "-m", "autograder.demo", "--out", str(out)], timeout=1200)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return out / "courses" / ASSIGNMENT
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {row.get("student_id") or row["student"]: row for row in csv.DictReader(fh)}
+
+
+def test_demo_scores_are_exact(demo: Path) -> None:
+    """grades.csv holds exactly the expected automatic score of every demo student."""
+    grades = read_csv(demo / "grades.csv")
+    assert {s: float(row["score"]) for s, row in grades.items()} == EX01_EXPECTED
+    assert {float(row["max_score"]) for row in grades.values()} == {14.0}
+
+
+def test_per_test_scores_say_what_failed(demo: Path) -> None:
+    """scores_by_test.csv has one column per graded cell with the cell's score; a written answer
+    is blank until graded by hand (an unchanged answer cell scores 0 at once)."""
+    rows = read_csv(demo / "scores_by_test.csv")
+    ben, cy = rows["ben_partial"], rows["cy_raises"]
+    assert (ben["test_count_visible"], ben["test_count_hidden"]) == ("1.0", "0.0")
+    assert (ben["test_early_visible"], ben["test_early_hidden"]) == ("1.0", "0.0")
+    assert (cy["test_split_visible"], cy["test_split_hidden"]) == ("0.0", "0.0")
+    assert rows["ada_correct"]["written_answer"] == ""
+    assert ben["written_answer"] == "0.0"
+    report = (demo / "report.txt").read_text(encoding="utf-8")
+    assert "answer(s) to grade by hand" in report
+
+
+def test_feedback_is_written_and_never_shows_secrets(demo: Path) -> None:
+    """Every student gets feedback HTML; none contains a solution line or hidden-test line, but
+    a failed hidden test still explains itself."""
+    feedback = demo / "feedback"
+    for student in EX01_EXPECTED:
+        assert (feedback / student / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file(), student
+        submitted = demo / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        own = frozenset(line.strip() for line in readable_text(submitted).splitlines())
+        assert find_leaks(feedback / student, own_lines=own) == {}, student
+    html = (feedback / "ben_partial" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text("utf-8")
+    assert "hidden tests ran here" in html
+    assert "expected 330, got 2410" in html  # the frozen-layer case, as a message only
+    assert "BEGIN HIDDEN TESTS" not in html
+
+
+def test_autograded_notebooks_do_hold_the_hidden_tests(demo: Path) -> None:
+    """Hidden tests really ran (they are in the autograded copy, not only in the source)."""
+    nb = demo / "autograded" / "ada_correct" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    assert "BEGIN HIDDEN TESTS" in nb.read_text(encoding="utf-8")
+
+
+def test_bad_submissions_affect_only_themselves(tmp_path: Path) -> None:
+    """A malformed notebook, a missing notebook and a bad student name are reported and skipped;
+    the good submission next to them is graded normally."""
+    from autograder.demo.__main__ import write_submissions
+    from autograder.grade import grade
+
+    subs = tmp_path / "subs"
+    write_submissions(ASSIGNMENT, subs)
+    for student in list(EX01_EXPECTED):
+        if student != "ada_correct":
+            for path in sorted((subs / student).rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+            (subs / student).rmdir()
+    broken = subs / "zed_broken" / ASSIGNMENT
+    broken.mkdir(parents=True)
+    (broken / f"{ASSIGNMENT}.ipynb").write_text('{"cells": [', encoding="utf-8")
+    (subs / "yan_empty").mkdir()
+    (subs / "bad name!" / ASSIGNMENT).mkdir(parents=True)
+    results = {r.student: r for r in grade(ASSIGNMENT, subs, tmp_path / "course", quiet=True)}
+    assert results["ada_correct"].score == 12.0 and not results["ada_correct"].problems
+    assert any("malformed" in p for p in results["zed_broken"].problems)
+    assert any("missing" in p for p in results["yan_empty"].problems)
+    assert any("bad student name" in p for p in results["bad name!"].problems)
+    report = (tmp_path / "course" / "report.txt").read_text(encoding="utf-8")
+    for student in ("zed_broken", "yan_empty"):
+        assert student in report
+
+
+def test_grading_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """The grading command deletes its output folder only if it created it: nothing is lost."""
+    from autograder.grade import prepare_course
+
+    precious = tmp_path / "course"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit):
+        prepare_course(precious, ASSIGNMENT)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_submissions_are_real_notebooks(tmp_path: Path) -> None:
+    """The demo writer produces valid notebooks, one per demo student, from the released version."""
+    import nbformat
+
+    from autograder.demo.__main__ import write_submissions
+
+    expected = write_submissions(ASSIGNMENT, tmp_path)
+    assert expected == EX01_EXPECTED
+    for student in expected:
+        nb = nbformat.read(tmp_path / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert json.dumps(nb.metadata)  # metadata kept from the release
+    assert ROOT.exists()

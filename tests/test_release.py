@@ -1,0 +1,153 @@
+"""The nbgrader round trip: exercises/ is generated from solutions/, validates as it should,
+and every notebook follows the course's rules for graded cells."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+from course import (
+    ASSIGNMENTS,
+    EXERCISES,
+    ROOT,
+    SOLUTIONS,
+    find_leaks,
+    release_notebook,
+    run,
+    source_notebook,
+)
+
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+
+
+def nbgrader(*args: str, cwd: Path = ROOT):
+    import sys
+
+    return run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, timeout=600)
+
+
+def grade_code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"
+            and c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def answer_code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"
+            and c.metadata.get("nbgrader", {}).get("solution")]
+
+
+def test_assignments_pair_with_chapters() -> None:
+    """Every exercise exNN_topic has a chapter NN_topic, and both folders list the same ones."""
+    assert ASSIGNMENTS, "no source notebooks found"
+    released = sorted(p.name for p in EXERCISES.iterdir() if p.is_dir())
+    assert released == ASSIGNMENTS
+    for assignment in ASSIGNMENTS:
+        assert (ROOT / "chapters" / f"{assignment[2:]}.md").is_file(), assignment
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_exercises_regenerate_without_a_diff(assignment: str, tmp_path: Path) -> None:
+    """Generating the student version again gives exactly the committed file."""
+    shutil.copytree(SOLUTIONS / assignment, tmp_path / "solutions" / assignment)
+    proc = nbgrader("generate_assignment", assignment, "--force", "--no-db",
+                    f"--CourseDirectory.root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    generated = sorted(p.relative_to(tmp_path / "exercises")
+                       for p in (tmp_path / "exercises").rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(EXERCISES)
+                       for p in (EXERCISES / assignment).rglob("*") if p.is_file())
+    assert generated == committed, "exercises/ is stale: run `make release`"
+    for rel in generated:
+        assert (tmp_path / "exercises" / rel).read_bytes() == (EXERCISES / rel).read_bytes(), (
+            f"exercises/{rel} differs from what solutions/ generates: run `make release`")
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_notebook_passes_validation(assignment: str) -> None:
+    """`nbgrader validate` passes the instructor's notebook (solutions + hidden tests)."""
+    proc = nbgrader("validate", str(SOLUTIONS / assignment / f"{assignment}.ipynb"))
+    assert "Success! Your notebook passes all the tests." in proc.stdout, proc.stdout[-4000:]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_student_notebook_fails_validation(assignment: str) -> None:
+    """`nbgrader validate` fails the untouched student notebook: on every visible test cell."""
+    proc = nbgrader("validate", str(EXERCISES / assignment / f"{assignment}.ipynb"))
+    assert "VALIDATION FAILED" in proc.stdout, proc.stdout[-3000:]
+    cells = grade_code_cells(release_notebook(assignment))
+    visible = [c for c in cells if ast.parse(c.source).body]
+    assert proc.stdout.count("The following cell failed:") >= len(visible)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_exercises_hold_no_solution_or_hidden_test(assignment: str) -> None:
+    """The student notebook has no nbgrader markers and no line of a solution or hidden test."""
+    text = (EXERCISES / assignment / f"{assignment}.ipynb").read_text(encoding="utf-8")
+    for marker in MARKERS:
+        assert marker not in text
+    assert find_leaks(EXERCISES / assignment) == {}
+
+
+def _last_statement_is_passed(source: str) -> bool:
+    body = ast.parse(source).body
+    if not body:
+        return True  # a released hidden-test cell: only a comment is left
+    last = body[-1]
+    return (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+            and ast.unparse(last.value.func) == "checks.passed")
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_test_cells_follow_the_course_rules(assignment: str) -> None:
+    """Every test cell ends with checks.passed(...) (never a bare value nbgrader would take as a
+    score), holds no assertion logic of its own (that lives in the checks library), and is
+    locked."""
+    for nb in (source_notebook(assignment), release_notebook(assignment)):
+        for cell in grade_code_cells(nb):
+            grade_id = cell.metadata["nbgrader"]["grade_id"]
+            assert cell.metadata["nbgrader"].get("locked"), f"{grade_id} is not locked"
+            assert _last_statement_is_passed(cell.source), f"{grade_id} does not end in passed()"
+            tree = ast.parse(cell.source)
+            assert not any(isinstance(n, ast.Assert) for n in ast.walk(tree)), (
+                f"{grade_id} has its own assert: put the logic in autograder/checks")
+            for banned in ("np.testing", "torch.testing", "assert_allclose"):
+                assert banned not in cell.source, f"{grade_id} uses {banned}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_each_task_starts_with_a_docstring_contract(assignment: str) -> None:
+    """Each graded function in the student notebook has a docstring that says what to implement,
+    and the stub raises NotImplementedError."""
+    for cell in answer_code_cells(release_notebook(assignment)):
+        tree = ast.parse(cell.source)
+        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+        assert defs, f"{cell.metadata['nbgrader']['grade_id']} defines nothing"
+        for node in defs:
+            doc = ast.get_docstring(node) or ""
+            assert "Implement" in doc and ("Returns" in doc or "Raises" in doc), node.name
+        assert "raise NotImplementedError()" in cell.source
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_tests_sit_in_their_own_cells(assignment: str) -> None:
+    """Each graded function has a visible test cell and a separate hidden one, so a student who
+    passes the visible tests earns those points even if a hidden case fails."""
+    cells = grade_code_cells(source_notebook(assignment))
+    hidden = [c for c in cells if "BEGIN HIDDEN TESTS" in c.source]
+    visible = [c for c in cells if "BEGIN HIDDEN TESTS" not in c.source]
+    assert len(hidden) == len(visible) == len(answer_code_cells(source_notebook(assignment)))
+
+
+def test_nbgrader_configuration() -> None:
+    """The course's nbgrader settings are the ones the instructor guide promises."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT / "autograder")).load_config()
+    assert config.CourseDirectory.source_directory == "solutions"
+    assert config.CourseDirectory.release_directory == "exercises"
+    assert 0 < config.Execute.timeout <= 300
+    assert config.IgnorePattern.enabled is True
+    assert config.OverwriteCells.add_missing_cells is True
+    assert "autograder.feedback.HideHiddenTests" in config.GenerateFeedback.preprocessors
