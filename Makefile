@@ -36,10 +36,10 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -p no:cacheprovider tests
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest -p no:cacheprovider tests -m "not slow"
 
 LAB_DIR ?= exercises
 LAB_ARGS ?=

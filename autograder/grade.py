@@ -46,7 +46,7 @@ class StudentResult:
     per_test: dict[str, float | None] = field(default_factory=dict)
 
 
-def _nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]:
+def run_nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]:
     """Run one nbgrader command against the course directory ``course``."""
     env = dict(os.environ)
     env["JUPYTER_CONFIG_PATH"] = str(CONFIG_DIR)
@@ -58,7 +58,7 @@ def _nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]
     return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, check=False)
 
 
-def _check(proc: subprocess.CompletedProcess[str], what: str) -> None:
+def require_ok(proc: subprocess.CompletedProcess[str], what: str) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
@@ -78,7 +78,8 @@ def prepare_course(out: Path, assignment: str) -> None:
     out.mkdir(parents=True)
     (out / MARKER).write_text("made by python -m autograder.grade; safe to delete\n")
     shutil.copytree(source, out / "solutions" / assignment)
-    _check(_nbgrader(["generate_assignment", assignment, "--force"], out), "generate_assignment")
+    proc = run_nbgrader(["generate_assignment", assignment, "--force"], out)
+    require_ok(proc, "generate_assignment")
 
 
 def collect(submissions: Path, out: Path, assignment: str) -> dict[str, list[str]]:
@@ -137,7 +138,7 @@ def grade(
         if result.problems:
             continue
         t0 = time.perf_counter()
-        proc = _nbgrader(["autograde", assignment, f"--student={student}", "--force"], out)
+        proc = run_nbgrader(["autograde", assignment, f"--student={student}", "--force"], out)
         result.seconds = time.perf_counter() - t0
         log = proc.stdout + proc.stderr
         if proc.returncode != 0 or "[AutogradeApp | ERROR]" in log:
@@ -147,8 +148,9 @@ def grade(
         if not quiet:
             print(f"graded {student} in {result.seconds:.1f} s", flush=True)
     if any(r.seconds for r in results.values()):  # at least one notebook was autograded
-        _check(_nbgrader(["generate_feedback", assignment, "--force"], out), "generate_feedback")
-        _check(_nbgrader(["export", f"--to={out / 'grades.csv'}"], out), "export")
+        proc = run_nbgrader(["generate_feedback", assignment, "--force"], out)
+        require_ok(proc, "generate_feedback")
+        require_ok(run_nbgrader(["export", f"--to={out / 'grades.csv'}"], out), "export")
     _read_scores(out, assignment, results)
     ordered = [results[s] for s in sorted(results)]
     _write_per_test(out / "scores_by_test.csv", ordered)

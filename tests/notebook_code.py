@@ -20,9 +20,12 @@ def _code_cells(assignment: str) -> list[nbformat.NotebookNode]:
     return [c for c in source_notebook(assignment).cells if c.cell_type == "code"]
 
 
-def _exec(source: str, namespace: dict[str, Any], label: str) -> None:
-    """Execute ``source`` in ``namespace``; ``label`` names it in tracebacks."""
-    exec(compile(source, f"<{label}>", "exec"), namespace)
+def exec_source(source: str, namespace: dict[str, Any], label: str) -> None:
+    """Execute notebook code ``source`` in ``namespace``; ``label`` names it in tracebacks.
+
+    Running notebook code is the whole point of this module, hence ``exec``.
+    """
+    exec(compile(source, f"<{label}>", "exec"), namespace)  # noqa: S102, RUF100
 
 
 def setup_source(assignment: str) -> str:
@@ -36,7 +39,7 @@ def setup_source(assignment: str) -> str:
 def setup_namespace(assignment: str) -> dict[str, Any]:
     """A fresh namespace in which only the setup cell has run (imports, ``checks``)."""
     namespace: dict[str, Any] = {"__name__": f"{assignment}_notebook"}
-    _exec(setup_source(assignment), namespace, f"{assignment}:{SETUP_ID}")
+    exec_source(setup_source(assignment), namespace, f"{assignment}:{SETUP_ID}")
     return namespace
 
 
@@ -54,7 +57,7 @@ def load_solution_namespace(assignment: str) -> dict[str, Any]:
     fresh namespace and return it, so it holds the reference functions."""
     namespace = setup_namespace(assignment)
     for grade_id, source in solution_cells(assignment):
-        _exec(source, namespace, f"{assignment}:{grade_id}")
+        exec_source(source, namespace, f"{assignment}:{grade_id}")
     return namespace
 
 
@@ -80,4 +83,4 @@ test_cells.__test__ = False  # type: ignore[attr-defined]
 def run_test_cell(source: str, namespace: dict[str, Any]) -> None:
     """Execute a test cell's source in a shallow copy of ``namespace``; exceptions propagate
     (an ``AssertionError`` is a failed test). The names the cell defines are thrown away."""
-    _exec(source, dict(namespace), "test cell")
+    exec_source(source, dict(namespace), "test cell")

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 from bs4 import BeautifulSoup
-from course import ASSIGNMENTS, BUILD_HTML, EXERCISES, ROOT, find_leaks, run, secret_lines
+from course import (
+    ASSIGNMENTS,
+    BUILD_HTML,
+    EXERCISES,
+    ROOT,
+    find_leaks,
+    run,
+    secret_lines,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,15 @@ whose message says what is wrong and what to check.
 """
 
 from . import core, devices, ex01, stats
-from .core import describe_call, expect, expect_equal, expect_raises, fail, passed, run_student
+from .core import (
+    describe_call,
+    expect,
+    expect_equal,
+    expect_raises,
+    fail,
+    passed,
+    run_student,
+)
 
 __all__ = [
     "core",
