@@ -148,7 +148,8 @@ def test_leak_finder_finds_a_planted_solution_line(tmp_path: Path) -> None:
 
 
 def test_exercises_are_downloadable_byte_for_byte(book: Path) -> None:
-    """The exercises page links each student notebook, identical to the file in exercises/."""
+    """The exercises page and each exercise page's download button give the student notebook,
+    byte for byte identical to the file in exercises/."""
     page = (book / "chapters" / "exercises.html").read_text(encoding="utf-8")
     links = [a["href"] for a in BeautifulSoup(page, "html.parser").find_all("a", href=True)]
     for assignment in ASSIGNMENTS:
@@ -158,7 +159,12 @@ def test_exercises_are_downloadable_byte_for_byte(book: Path) -> None:
         assert downloads, f"no download link for {assignment}"
         for href in downloads:
             assert (book / "chapters" / href).resolve().read_bytes() == expected
-        assert (book / "exercises" / assignment / f"{assignment}.html").is_file()
+        page = book / "exercises" / assignment / f"{assignment}.html"
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        sources = [a["href"] for a in soup.find_all("a", href=True)
+                   if a["href"].endswith(f"_sources/exercises/{assignment}/{assignment}.ipynb")]
+        assert sources, "the exercise page has no .ipynb download button"
+        assert (page.parent / sources[0]).resolve().read_bytes() == expected
 
 
 def test_unchanged_rebuild_uses_the_cache(book: Path) -> None:

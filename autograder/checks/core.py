@@ -81,6 +81,14 @@ def expect(condition: bool, what: str, hint: str) -> None:
         fail(what, hint)
 
 
+def _not_written(call: str) -> AssertionError:
+    """The failure for a stub that still raises NotImplementedError."""
+    return AssertionError(
+        f"{call} raised NotImplementedError: this function is not written yet.\n"
+        "  What to check: replace `raise NotImplementedError()` with your code."
+    )
+
+
 def run_student(
     fn: Callable[..., Any],
     *args: Any,
@@ -95,10 +103,7 @@ def run_student(
     try:
         return call_quietly(fn, args, kwargs)
     except NotImplementedError:
-        raise AssertionError(
-            f"{call} raised NotImplementedError: this function is not written yet.\n"
-            "  What to check: replace `raise NotImplementedError()` with your code."
-        ) from None
+        raise _not_written(call) from None
     except Exception as err:
         raise AssertionError(
             f"{call} raised {type(err).__name__}: {err}\n  What to check: {hint}"
@@ -138,10 +143,7 @@ def expect_raises(
     except errors as err:
         return err
     except NotImplementedError:
-        raise AssertionError(
-            f"{call} raised NotImplementedError: this function is not written yet.\n"
-            "  What to check: replace `raise NotImplementedError()` with your code."
-        ) from None
+        raise _not_written(call) from None
     except Exception as err:
         raise AssertionError(
             f"{call} should raise {names} ({why}), but raised {type(err).__name__}: {err}\n"
