@@ -12,12 +12,14 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book test test-quick lab release grade-demo grade lint clean
+.PHONY: help venv book test test-quick calibrate test-cuda lab release grade-demo grade lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the fast tier: checks library, notebooks, style (no book build)"
+	@echo "make calibrate   the random checks over SEEDS=5000 seeds (zero failures allowed)"
+	@echo "make test-cuda   the checks' tests with CUDA required (needs only torch, numpy, pytest)"
 	@echo "make lab         students: JupyterLab on exercises/ with nbgrader's Validate button"
 	@echo "make release     instructors: regenerate exercises/ from solutions/"
 	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions"
@@ -40,6 +42,17 @@ test: $(STAMP)
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests -m "not slow"
+
+SEEDS ?= 5000
+calibrate: $(STAMP)
+	COURSE_CALIBRATION_SEEDS=$(SEEDS) $(BIN)/python -m pytest -p no:cacheprovider \
+		tests/test_checks_ex02.py -k never_fail
+
+# On a GPU machine with only Python, torch, numpy and pytest (no venv needed): PY=python3.
+PY ?= $(BIN)/python
+test-cuda:
+	COURSE_DEVICES=cpu,cuda $(PY) -m pytest -p no:cacheprovider \
+		tests/test_checks_ex02.py
 
 LAB_DIR ?= exercises
 LAB_ARGS ?=

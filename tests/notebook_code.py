@@ -1,23 +1,44 @@
 """Run the code of an nbgrader source notebook outside Jupyter: its setup cell, its reference
-solutions and its test cells, so the checks library can be tested against real answers."""
+solutions and its test cells, so the checks library can be tested against real answers.
+
+Reads the notebook as plain JSON (no nbformat, no Jupyter), so the checks' tests also run on a
+machine that has only Python, torch, numpy and pytest, such as the GPU machine.
+"""
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-import nbformat
-from course import source_notebook
-
+SOLUTIONS = Path(__file__).resolve().parent.parent / "solutions"
 SETUP_ID = "setup"
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 
 
-def _nbgrader(cell: nbformat.NotebookNode) -> dict[str, Any]:
-    return dict(cell.metadata.get("nbgrader", {}))
+class Cell(dict):
+    """A notebook cell as read from JSON, with ``source`` joined into one string."""
+
+    @property
+    def source(self) -> str:
+        text = self["source"]
+        return text if isinstance(text, str) else "".join(text)
+
+    @property
+    def nbgrader(self) -> dict[str, Any]:
+        return dict(self.get("metadata", {}).get("nbgrader", {}))
 
 
-def _code_cells(assignment: str) -> list[nbformat.NotebookNode]:
-    return [c for c in source_notebook(assignment).cells if c.cell_type == "code"]
+def _nbgrader(cell: Cell) -> dict[str, Any]:
+    return cell.nbgrader
+
+
+@cache
+def _code_cells(assignment: str) -> tuple[Cell, ...]:
+    path = SOLUTIONS / assignment / f"{assignment}.ipynb"
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return tuple(Cell(c) for c in cells if c["cell_type"] == "code")
 
 
 def exec_source(source: str, namespace: dict[str, Any], label: str) -> None:

@@ -12,18 +12,27 @@ import pytest
 from course import ROOT, find_leaks, readable_text, run
 
 from autograder.demo.ex01_overfitting import EXPECTED as EX01_EXPECTED
+from autograder.demo.ex02_dropout_mechanics import EXPECTED as EX02_EXPECTED
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_overfitting"
+EX02 = "ex02_dropout_mechanics"
+EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED}
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the demo grading command once; return its course folder for ex01."""
+def courses(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the demo grading command once (every assignment); return its courses folder."""
     out = tmp_path_factory.mktemp("demo")
     proc = run([sys.executable, "-m", "autograder.demo", "--out", str(out)], timeout=1200)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return out / "courses" / ASSIGNMENT
+    return out / "courses"
+
+
+@pytest.fixture(scope="module")
+def demo(courses: Path) -> Path:
+    """The demo's course folder for ex01."""
+    return courses / ASSIGNMENT
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -31,11 +40,23 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
         return {row.get("student_id") or row["student"]: row for row in csv.DictReader(fh)}
 
 
-def test_demo_scores_are_exact(demo: Path) -> None:
+@pytest.mark.parametrize("assignment", sorted(EXPECTED))
+def test_demo_scores_are_exact(assignment: str, courses: Path) -> None:
     """grades.csv holds exactly the expected automatic score of every demo student."""
-    grades = read_csv(demo / "grades.csv")
-    assert {s: float(row["score"]) for s, row in grades.items()} == EX01_EXPECTED
+    grades = read_csv(courses / assignment / "grades.csv")
+    assert {s: float(row["score"]) for s, row in grades.items()} == EXPECTED[assignment]
     assert {float(row["max_score"]) for row in grades.values()} == {14.0}
+
+
+def test_ex02_per_test_scores(courses: Path) -> None:
+    """Exercise 2: the partly correct answer loses exactly the hidden contract cell; a different
+    correct implementation (binomial, bernoulli) gets every cell."""
+    rows = read_csv(courses / EX02 / "scores_by_test.csv")
+    bo, ann = rows["bo_partial"], rows["ann_correct"]
+    assert bo["test_dropout_hidden_contract"] == "0.0"
+    assert (bo["test_dropout_visible"], bo["test_dropout_hidden_statistics"]) == ("1.0", "2.0")
+    assert ann["test_dropout_hidden_statistics"] == "2.0"
+    assert rows["cal_keeps_p"]["test_module_visible"] == "1.0"
 
 
 def test_per_test_scores_say_what_failed(demo: Path) -> None:
@@ -52,15 +73,31 @@ def test_per_test_scores_say_what_failed(demo: Path) -> None:
     assert "answer(s) to grade by hand" in report
 
 
-def test_feedback_is_written_and_never_shows_secrets(demo: Path) -> None:
-    """Every student gets feedback HTML; none contains a solution line or hidden-test line, but
-    a failed hidden test still explains itself."""
-    feedback = demo / "feedback"
-    for student in EX01_EXPECTED:
-        assert (feedback / student / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file(), student
-        submitted = demo / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+@pytest.mark.parametrize("assignment", sorted(EXPECTED))
+def test_no_feedback_shows_secrets(assignment: str, courses: Path) -> None:
+    """Every student gets feedback HTML, and none contains a solution line or hidden-test line
+    (apart from lines the student wrote too)."""
+    feedback = courses / assignment / "feedback"
+    for student in EXPECTED[assignment]:
+        assert (feedback / student / assignment / f"{assignment}.html").is_file(), student
+        submitted = courses / assignment / "submitted" / student / assignment
+        submitted = submitted / f"{assignment}.ipynb"
         own = frozenset(line.strip() for line in readable_text(submitted).splitlines())
         assert find_leaks(feedback / student, own_lines=own) == {}, student
+
+
+def test_ex02_feedback_explains_a_hidden_failure(courses: Path) -> None:
+    """A failed hidden statistics test says what was measured and what to check, without code."""
+    html = (courses / EX02 / "feedback" / "cal_keeps_p" / EX02 / f"{EX02}.html").read_text("utf-8")
+    assert "What to check" in html
+    assert "kept values are not x / (1 - p)" in html
+    assert "BEGIN HIDDEN TESTS" not in html
+    assert "check_drop_fraction" not in html
+
+
+def test_feedback_explains_hidden_failures(demo: Path) -> None:
+    """A failed hidden test still explains itself in the feedback, as a message only."""
+    feedback = demo / "feedback"
     html = (feedback / "ben_partial" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text("utf-8")
     assert "hidden tests ran here" in html
     assert "expected 330, got 2410" in html  # the frozen-layer case, as a message only

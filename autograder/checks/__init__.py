@@ -5,7 +5,7 @@ Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(.
 whose message says what is wrong and what to check.
 """
 
-from . import core, devices, ex01, stats
+from . import core, devices, ex01, ex02, stats
 from .core import (
     describe_call,
     expect,
@@ -21,6 +21,7 @@ __all__ = [
     "describe_call",
     "devices",
     "ex01",
+    "ex02",
     "expect",
     "expect_equal",
     "expect_raises",

@@ -31,6 +31,7 @@ def short_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
         text = repr(value)
     except Exception:  # a broken __repr__ must not hide the real problem
         text = f"<{type(value).__name__} object>"
+    text = " ".join(text.split())  # one line, even for a multi-line tensor repr
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

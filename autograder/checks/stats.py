@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import lru_cache
 from statistics import NormalDist
 
 __all__ = [
     "DEFAULT_FALSE_FAILURE",
     "binomial_count_bounds",
+    "hoeffding_half_width",
     "same_subset_probability",
     "two_sided_z",
 ]
@@ -50,6 +52,7 @@ def _binomial_pmf_window(n: int, p: float) -> tuple[int, list[float]]:
     return first, pmf
 
 
+@lru_cache(maxsize=256)
 def binomial_count_bounds(
     n: int, p: float, false_failure: float = DEFAULT_FALSE_FAILURE
 ) -> tuple[int, int]:
@@ -82,3 +85,17 @@ def binomial_count_bounds(
 def same_subset_probability(n: int, k: int) -> float:
     """Chance that two independent uniformly random k-subsets of n items are equal: 1/C(n, k)."""
     return float(Fraction(1, math.comb(n, k)))
+
+
+def hoeffding_half_width(sum_squared_ranges: float,
+                         false_failure: float = DEFAULT_FALSE_FAILURE) -> float:
+    """Half-width t with P(|S - E[S]| >= t) <= ``false_failure`` for a sum S of independent
+    bounded terms, the i-th confined to an interval of length w_i.
+
+    Hoeffding's inequality, P(|S - E[S]| >= t) <= 2 exp(-2 t^2 / sum w_i^2), holds for every
+    distribution and every n, with no normal approximation; ``sum_squared_ranges`` is sum w_i^2.
+    """
+    if sum_squared_ranges < 0 or not 0.0 < false_failure < 1.0:
+        raise ValueError(f"need sum_squared_ranges >= 0 and 0 < false_failure < 1, got "
+                         f"{sum_squared_ranges}, {false_failure}")
+    return math.sqrt(sum_squared_ranges * math.log(2.0 / false_failure) / 2.0)

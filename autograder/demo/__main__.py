@@ -12,7 +12,7 @@ import nbformat
 
 from autograder.grade import COURSE_ROOT, grade
 
-ASSIGNMENTS = ["ex01_overfitting"]
+ASSIGNMENTS = ["ex01_overfitting", "ex02_dropout_mechanics"]
 
 
 def write_submissions(assignment: str, folder: Path) -> dict[str, float]:

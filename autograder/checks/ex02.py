@@ -1,0 +1,530 @@
+"""Checks for Exercise 2 (dropout mechanics): NumPy and PyTorch dropout from scratch.
+
+p is the DROP probability throughout. Every tensor check runs on each available device
+(:func:`available_devices`) and, where it says so, in every floating dtype of
+:func:`float_dtypes`. Random checks state their false-failure probability: the chance that a
+correct implementation fails them by bad luck. Structural checks are exact (probability 0).
+
+The functions under test follow the exercise's contract:
+
+* ``dropout(x, p=0.5, training=True, generator=None) -> Tensor``
+* ``Dropout(p=0.5)``, a ``torch.nn.Module``
+* ``dropout_forward(x, p, train, rng) -> (out, cache)`` and ``dropout_backward(dout, cache)``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .core import describe_call, expect, expect_raises, fail, run_student, short_repr
+from .devices import available_devices, float_dtypes
+from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
+
+__all__ = [
+    "INVALID_P",
+    "check_drop_fraction",
+    "check_dropout_module",
+    "check_eval_and_p0_identity",
+    "check_generator",
+    "check_gradient",
+    "check_invalid_p",
+    "check_masks_independent",
+    "check_mean_preserved",
+    "check_module_gradient",
+    "check_np_backward",
+    "check_np_forward_basics",
+    "check_np_forward_edge_cases",
+    "check_np_forward_random",
+    "check_p_one",
+    "check_shape_dtype_device",
+    "check_values_zero_or_scaled",
+]
+
+#: Values of p that must raise ValueError: outside [0, 1], NaN, infinite, not a real number.
+INVALID_P: tuple[Any, ...] = (-0.1, 1.5, float("nan"), float("inf"), "0.5", None)
+
+_SCALE_HINT = (
+    "keep each unit with probability 1 - p (p is the DROP probability) and divide the kept "
+    "values by 1 - p (inverted dropout)."
+)
+
+
+def _positive(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+              seed: int) -> torch.Tensor:
+    """Values in [0.5, 1.5): never zero, so a zero in the output can only be a dropped unit."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5).to(device, dtype)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _call(dropout: Callable[..., Any], x: torch.Tensor, p: Any, training: bool = True,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Call the student's dropout; the result must be a tensor."""
+    out = run_student(dropout, x, p, training=training, generator=generator)
+    expect(
+        isinstance(out, torch.Tensor),
+        f"dropout returned a {type(out).__name__}, not a torch.Tensor",
+        "build the output with torch operations (no NumPy) so autograd and devices work.",
+    )
+    return out
+
+
+def _ulps(dtype: torch.dtype) -> float:
+    """Relative tolerance for 'exactly x / (1 - p)': a few units in the last place."""
+    return 4.0 * torch.finfo(dtype).eps
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def check_shape_dtype_device(dropout: Callable[..., Any], p: float = 0.3) -> None:
+    """Output has the input's shape, dtype and device, for every device and float dtype, in
+    training and in eval mode; the input is never modified in place. Exact (probability 0)."""
+    for device in available_devices():
+        for dtype in float_dtypes(device):
+            x = _positive((4, 3, 5), device, dtype, seed=1)
+            before = x.clone()
+            for training in (True, False):
+                out = _call(dropout, x, p, training, _generator(device, 0))
+                where = f"dropout(x of {dtype} on {device.type}, p={p}, training={training})"
+                expect(
+                    out.shape == x.shape and out.dtype == x.dtype and out.device == x.device,
+                    f"{where} gave shape {tuple(out.shape)}, {out.dtype} on {out.device}",
+                    "keep the input's shape, dtype and device: draw the mask with "
+                    "device=x.device and compute in x's dtype (no .float(), no .cpu()).",
+                )
+                expect(
+                    torch.equal(x, before),
+                    f"{where} modified its input in place",
+                    "never write into x (no x *= ..., no x[mask] = 0): return a new tensor.",
+                )
+
+
+def check_values_zero_or_scaled(dropout: Callable[..., Any], p: float, seed: int = 1) -> None:
+    """In training every output element is 0 or x / (1 - p) (to a few ulps of the dtype), and
+    both occur. Exact given n = 4096 elements per dtype: a correct dropout with 0 < p < 1 yields
+    only zeros or no zeros with probability p^n + (1-p)^n < 1e-180."""
+    for device in available_devices():
+        for dtype in float_dtypes(device):
+            x = _positive((64, 64), device, dtype, seed=2)
+            out = _call(dropout, x, p, True, _generator(device, seed))
+            where = f"dropout(x of {dtype} on {device.type}, p={p})"
+            wanted = x.double() / (1.0 - p)
+            kept = out != 0
+            close = (out.double() - wanted).abs() <= _ulps(dtype) * wanted.abs()
+            bad = kept & ~close
+            if bool(bad.any()):
+                fail(
+                    f"{where}: some kept values are not x / (1 - p); e.g. x="
+                    f"{short_repr(x[bad][0].item())} gave {short_repr(out[bad][0].item())}, "
+                    f"expected {short_repr(wanted[bad][0].item())}",
+                    _SCALE_HINT,
+                )
+            expect(
+                bool(kept.any()) and not bool(kept.all()),
+                f"{where}: {'no' if not kept.any() else 'every'} unit was kept",
+                _SCALE_HINT,
+            )
+
+
+def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
+                        seed: int = 0) -> None:
+    """The number of dropped units among n is within the binomial bound for p.
+
+    The count of zeros is Binomial(n, p) for a correct dropout; the bound comes from
+    :func:`binomial_count_bounds` with false-failure probability 1e-6 per device (exact tails).
+    With n = 200 000 and p = 0.2 the bound is about p +- 0.0044, hundreds of standard deviations
+    away from keeping with probability p (dropping 1 - p) or not dropping at all.
+    """
+    lo, hi = binomial_count_bounds(n, p, DEFAULT_FALSE_FAILURE)
+    for device in available_devices():
+        x = _positive((n,), device, torch.float32, seed=3)
+        out = _call(dropout, x, p, True, _generator(device, seed))
+        dropped = int((out == 0).sum().item())
+        expect(
+            lo <= dropped <= hi,
+            f"dropout(x of {n} elements on {device.type}, p={p}) dropped {dropped} "
+            f"({dropped / n:.4f}); a correct dropout drops between {lo} and {hi} "
+            f"(false-failure probability {DEFAULT_FALSE_FAILURE:g})",
+            "p is the probability of DROPPING a unit: keep with probability 1 - p, e.g. "
+            "torch.rand(..., generator=generator) >= p.",
+        )
+
+
+def check_mean_preserved(dropout: Callable[..., Any], p: float, n: int = 200_000,
+                         seed: int = 0) -> None:
+    """The mean of the output matches the mean of the input (E[out_i] = x_i): inverted dropout
+    needs no rescaling at test time.
+
+    Each out_i - x_i is independent, lies in an interval of length x_i / (1 - p) and has mean 0
+    for a correct dropout, so Hoeffding's inequality bounds the deviation of the sum with
+    false-failure probability 1e-6 per device, for any n (no normal approximation). With
+    n = 200 000 inputs in [0.5, 1.5) the bound is below 1% of the mean for p = 0.2 and about 2%
+    for p = 0.7; no rescaling is off by p, scaling by 1/p by a factor (1 - p)/p.
+    """
+    for device in available_devices():
+        x = _positive((n,), device, torch.float64, seed=15)
+        out = _call(dropout, x, p, True, _generator(device, seed))
+        width = hoeffding_half_width(float((x / (1.0 - p)).square().sum()), DEFAULT_FALSE_FAILURE)
+        got, wanted = float(out.sum()), float(x.sum())
+        expect(
+            abs(got - wanted) <= width,
+            f"dropout(x of {n} elements on {device.type}, p={p}) has mean {got / n:.4f}, but "
+            f"the input's mean is {wanted / n:.4f}; a correct dropout lands within "
+            f"+-{width / n:.4f} (false-failure probability {DEFAULT_FALSE_FAILURE:g})",
+            "the expected output must equal the input: keep with probability 1 - p and "
+            "divide the kept values by 1 - p.",
+        )
+
+
+def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: int = 5) -> None:
+    """Units are dropped independently, and each call draws a new mask.
+
+    On a (512, 256) input, disjoint pairs of neighbouring rows (and of neighbouring columns)
+    agree (both dropped or both kept) with probability q = p^2 + (1-p)^2 each, independently:
+    65 536 pairs, so the agreement count is Binomial(65 536, q) and is bounded with
+    false-failure probability 1e-6 per direction and device. One mask for the whole batch (rows
+    identical), one per row, or a fixed stripe pattern lands hundreds of sigma outside. Two calls
+    give the same mask with probability below 2^-1000 (exact in practice).
+    """
+    q = p * p + (1 - p) * (1 - p)
+    for device in available_devices():
+        x = _positive((512, 256), device, torch.float32, seed=4)
+        gen = _generator(device, seed)
+        first = _call(dropout, x, p, True, gen) == 0
+        second = _call(dropout, x, p, True, gen) == 0
+        where = f"dropout on {device.type} (p={p})"
+        expect(
+            not torch.equal(first, second),
+            f"{where}: two calls with the same generator dropped exactly the same units",
+            "draw a fresh random mask on every call; do not store or reseed a mask.",
+        )
+        for axis, (a, b) in {"rows": (first[0::2, :], first[1::2, :]),
+                             "columns": (first[:, 0::2], first[:, 1::2])}.items():
+            n = a.numel()
+            lo, hi = binomial_count_bounds(n, q, DEFAULT_FALSE_FAILURE)
+            agree = int((a == b).sum().item())
+            expect(
+                lo <= agree <= hi,
+                f"{where}: neighbouring {axis} agree on {agree} of {n} units; independent "
+                f"units agree on {lo}..{hi} (false-failure probability "
+                f"{DEFAULT_FALSE_FAILURE:g})",
+                "draw one independent random number per element (a mask of x's full shape), "
+                "not one per row, per column or per batch.",
+            )
+
+
+def check_generator(dropout: Callable[..., Any], p: float = 0.3) -> None:
+    """With a generator: the same seed gives the same output, and the global RNG state (CPU and
+    CUDA) is untouched. Exact (probability 0)."""
+    for device in available_devices():
+        x = _positive((32, 32), device, torch.float32, seed=6)
+        cpu_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+        a = _call(dropout, x, p, True, _generator(device, 123))
+        b = _call(dropout, x, p, True, _generator(device, 123))
+        where = f"dropout on {device.type} with a generator"
+        expect(
+            torch.equal(a, b),
+            f"{where}: the same seed gave different outputs",
+            "draw all randomness from `generator` (e.g. torch.rand(..., generator=generator, "
+            "device=x.device)).",
+        )
+        untouched = torch.equal(torch.get_rng_state(), cpu_state) and (
+            cuda_state is None or all(torch.equal(s, t) for s, t in
+                                      zip(torch.cuda.get_rng_state_all(), cuda_state, strict=True))
+        )
+        expect(
+            untouched,
+            f"{where} changed the global random state",
+            "when a generator is given use only it: no torch.manual_seed, no torch.rand "
+            "without generator=.",
+        )
+
+
+def check_eval_and_p0_identity(dropout: Callable[..., Any]) -> None:
+    """training=False (any p) and p=0 return the input's values unchanged, on every device and
+    dtype. Exact (probability 0)."""
+    for device in available_devices():
+        for dtype in float_dtypes(device):
+            x = _positive((16, 16), device, dtype, seed=7) - 1.0
+            for p, training in ((0.3, False), (0.9, False), (0.0, True)):
+                out = _call(dropout, x, p, training, _generator(device, 0))
+                expect(
+                    torch.equal(out, x),
+                    f"dropout(x of {dtype} on {device.type}, p={p}, training={training}) "
+                    "changed the values",
+                    "in eval mode (training=False) and for p = 0 dropout is the identity: "
+                    "no mask and no scaling (inverted dropout scales only in training).",
+                )
+
+
+def check_p_one(dropout: Callable[..., Any]) -> None:
+    """p = 1 gives all zeros, with no NaN, and a zero (not NaN) gradient. Exact."""
+    for device in available_devices():
+        x = (_positive((8, 8), device, torch.float32, seed=8) - 1.0).requires_grad_(True)
+        out = _call(dropout, x, 1.0, True, _generator(device, 0))
+        expect(
+            not bool(torch.isnan(out).any()) and bool((out == 0).all()),
+            f"dropout(x on {device.type}, p=1) gave {short_repr(out.flatten()[:4].tolist())}...",
+            "p = 1 drops everything: return zeros without computing x / (1 - p) = x / 0.",
+        )
+        if out.requires_grad:
+            out.sum().backward()
+            expect(
+                x.grad is not None and not bool(torch.isnan(x.grad).any())
+                and bool((x.grad == 0).all()),
+                f"the gradient of dropout(x on {device.type}, p=1) is not all zeros",
+                "with p = 1 no unit passes, so no gradient passes: avoid 0 * inf = NaN.",
+            )
+
+
+def check_invalid_p(dropout: Callable[..., Any]) -> None:
+    """p outside [0, 1], NaN, infinite or not a real number raises ValueError naming p, also
+    when training=False. Exact."""
+    x = torch.ones(4)
+    for p in INVALID_P:
+        for training in (True, False):
+            err = expect_raises(dropout, (x, p), ValueError, f"p={p!r} is not a probability",
+                                kwargs={"training": training})
+            expect(
+                "p" in str(err),
+                f"{describe_call(dropout, (x, p), {'training': training})} raised "
+                f"ValueError({str(err)!r}), which does not name p",
+                "say which argument is wrong, e.g. ValueError(f'p must be in [0, 1], got {p}').",
+            )
+
+
+def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
+                            device: torch.device, dtype: torch.dtype, where: str) -> None:
+    """Run ``apply`` on a fresh x that requires grad; its gradient must be upstream * mask /
+    (1 - p), with the mask read off the output (a zero output is a dropped unit: x is never 0)."""
+    x = _positive((40, 30), device, dtype, seed=9).requires_grad_(True)
+    out = apply(x)
+    expect(
+        isinstance(out, torch.Tensor) and out.requires_grad,
+        f"{where}: the output does not require grad (it left the autograd graph)",
+        "use differentiable torch operations: no .detach(), .numpy() or torch.tensor(...) "
+        "of the result.",
+    )
+    upstream = _positive(tuple(x.shape), device, dtype, seed=10)
+    out.backward(upstream)
+    wanted = upstream * (out != 0).to(dtype) / (1.0 - p)
+    expect(
+        x.grad is not None and torch.allclose(x.grad, wanted, rtol=1e-5, atol=0.0),
+        f"{where}: the gradient is not upstream * mask / (1 - p)",
+        "the backward pass multiplies by the same mask and the same 1 / (1 - p) as the "
+        "forward pass; let autograd derive it from out = x * mask / (1 - p).",
+    )
+
+
+def check_gradient(dropout: Callable[..., Any], p: float = 0.3) -> None:
+    """The gradient with respect to x is upstream * mask / (1 - p), in float64 and float32 on
+    every device, and the output is part of the autograd graph. Exact to 1e-5 relative."""
+    for device in available_devices():
+        for dtype in (torch.float64, torch.float32):
+            _expect_masked_gradient(
+                lambda x, d=device: _call(dropout, x, p, True, _generator(d, 2)),
+                p, device, dtype, f"dropout(x of {dtype} on {device.type}, p={p})",
+            )
+
+
+def check_module_gradient(module_class: type[torch.nn.Module], p: float = 0.3) -> None:
+    """Through ``Dropout(p)`` in train mode, moved to each device, the gradient is
+    upstream * mask / (1 - p) (float32 and float64). Exact to 1e-5 relative."""
+    module = run_student(module_class, p)
+    name = getattr(module_class, "__name__", "Dropout")
+    for device in available_devices():
+        moved = run_student(module.to, device).train()
+        for dtype in (torch.float64, torch.float32):
+            _expect_masked_gradient(
+                lambda x, m=moved: run_student(m, x), p, device, dtype,
+                f"{name}({p}) in train mode on x of {dtype} on {device.type}",
+            )
+
+
+def check_dropout_module(module_class: type[torch.nn.Module], p: float = 0.3) -> None:
+    """``Dropout``: a Module with attribute p and p in its repr; invalid p raises ValueError;
+    train() drops units, eval() is the identity; works after .to(device) on every device.
+    Exact except the 'drops units in training' part, which fails a correct module with
+    probability (1 - p)^4096 < 1e-600."""
+    module = run_student(module_class, p)
+    name = getattr(module_class, "__name__", "Dropout")
+    expect(isinstance(module, torch.nn.Module), f"{name}({p}) is not a torch.nn.Module",
+           "subclass torch.nn.Module and call super().__init__().")
+    expect(getattr(module, "p", None) == p, f"{name}({p}).p is {getattr(module, 'p', None)!r}",
+           "store the drop probability as self.p.")
+    expect(str(p) in repr(module), f"repr({name}({p})) is {repr(module)!r}: it does not show p",
+           "define extra_repr(self) returning f'p={self.p}'.")
+    for bad in (-0.5, 1.5, float("nan")):
+        expect_raises(module_class, (bad,), ValueError, f"p={bad} is not a probability")
+    for device in available_devices():
+        moved = module.to(device)
+        x = _positive((64, 64), device, torch.float32, seed=11)
+        moved.train()
+        out = run_student(moved, x)
+        expect(
+            isinstance(out, torch.Tensor) and out.device == x.device and bool((out == 0).any()),
+            f"{name}({p}) in train mode on {device.type} dropped nothing (or moved the output)",
+            "forward must apply dropout when self.training is True, on x's device.",
+        )
+        moved.eval()
+        out = run_student(moved, x)
+        expect(
+            isinstance(out, torch.Tensor) and torch.equal(out, x),
+            f"{name}({p}) in eval mode on {device.type} changed its input",
+            "forward must pass self.training to your dropout: in eval mode it is the identity.",
+        )
+
+
+# --------------------------------------------------------------------------- NumPy
+
+
+def _np_positive(shape: tuple[int, ...], seed: int, dtype: Any = np.float64) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) + 0.5).astype(dtype)
+
+
+def _np_forward(forward: Callable[..., Any], x: np.ndarray, p: Any, train: bool,
+                seed: int) -> tuple[np.ndarray, Any]:
+    result = run_student(forward, x, p, train, np.random.default_rng(seed))
+    expect(
+        isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], np.ndarray),
+        f"dropout_forward returned {short_repr(result)}; expected (out, cache) with out an "
+        "ndarray",
+        "end with `return out, cache`.",
+    )
+    return result
+
+
+def check_np_forward_basics(forward: Callable[..., Any], p: float, seed: int = 3) -> None:
+    """NumPy forward in training: returns (out, cache) with out of x's shape and dtype (float64
+    and float32), every element 0 or x / (1 - p) (relative 1e-12, float32 1e-6), some of each,
+    x not modified; train=False returns x's values. Exact (a correct dropout drops all or none
+    of the 10 000 units with probability below 1e-400)."""
+    call = f"dropout_forward(x, p={p}, train=True, rng)"
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-6)):
+        x = _np_positive((100, 100), seed=12, dtype=dtype)
+        x_copy = x.copy()
+        out, _ = _np_forward(forward, x, p, True, seed=seed)
+        expect(np.array_equal(x, x_copy), f"{call} modified x in place",
+               "return a new array: out = x * mask / (1 - p), never x *= ... or x[...] = 0.")
+        expect(out.shape == x.shape and out.dtype == x.dtype,
+               f"{call} on {np.dtype(dtype).name} input gave shape {out.shape} and dtype "
+               f"{out.dtype}", "keep x's shape and dtype, e.g. (mask / (1 - p)).astype(x.dtype).")
+        kept = out != 0
+        wanted = x.astype(np.float64) / (1.0 - p)
+        ok = ~kept | np.isclose(out.astype(np.float64), wanted, rtol=rtol, atol=0.0)
+        expect(bool(ok.all()), f"{call}: kept values are not x / (1 - p)", _SCALE_HINT)
+        expect(bool(kept.any()) and not bool(kept.all()),
+               f"{call}: {'no' if not kept.any() else 'every'} unit was kept", _SCALE_HINT)
+        same, _ = _np_forward(forward, x, p, False, seed=seed)
+        expect(np.array_equal(same, x),
+               f"dropout_forward(x, p={p}, train=False, rng) changed the values",
+               "with train=False return x's values unchanged (inverted dropout scales only in "
+               "training).")
+
+
+def check_np_forward_random(forward: Callable[..., Any], p: float, n: int = 200_000,
+                            seed: int = 3) -> None:
+    """NumPy forward randomness: the number dropped among n is within the binomial bound
+    (false-failure probability 1e-6, exact tails); the same rng seed gives the same output, two
+    calls with one rng give different masks (equal with probability (p^2 + (1-p)^2)^n < 1e-9000);
+    NumPy's global random state is untouched. Total false-failure probability 1e-6."""
+    lo, hi = binomial_count_bounds(n, p, DEFAULT_FALSE_FAILURE)
+    call = f"dropout_forward(x, p={p}, train=True, rng)"
+    x = _np_positive((n // 500, 500), seed=16)
+    saved = np.random.get_state()
+    try:
+        np.random.seed(0)
+        global_before = np.random.get_state()[1].copy()
+        out, _ = _np_forward(forward, x, p, True, seed=seed)
+        global_untouched = bool(np.array_equal(np.random.get_state()[1], global_before))
+    finally:
+        np.random.set_state(saved)
+    expect(global_untouched, f"{call} changed NumPy's global random state",
+           "use the rng argument (rng.random(x.shape)), never np.random.rand or np.random.seed.")
+    dropped = int((out == 0).sum())
+    expect(lo <= dropped <= hi,
+           f"{call} dropped {dropped} of {n} ({dropped / n:.4f}); a correct dropout drops "
+           f"{lo}..{hi} (false-failure probability {DEFAULT_FALSE_FAILURE:g})",
+           "p is the probability of DROPPING: keep where rng.random(x.shape) >= p.")
+    again, _ = _np_forward(forward, x, p, True, seed=seed)
+    expect(np.array_equal(out, again), f"{call}: the same rng seed gave a different output",
+           "use only `rng` for randomness, and draw the mask from it on every call.")
+    rng = np.random.default_rng(seed + 1)
+    first = run_student(forward, x, p, True, rng)[0]
+    second = run_student(forward, x, p, True, rng)[0]
+    expect(not np.array_equal(first == 0, second == 0),
+           f"{call}: two calls with the same rng dropped exactly the same units",
+           "draw a new mask from `rng` on every call; do not make your own generator or seed.")
+
+
+def check_np_forward_edge_cases(forward: Callable[..., Any]) -> None:
+    """NumPy forward: p = 0 returns x's values, p = 1 returns zeros without NaN, an invalid p
+    raises ValueError (in training and not). Exact."""
+    x = _np_positive((8, 8), seed=17) - 1.0
+    same, _ = _np_forward(forward, x, 0.0, True, seed=8)
+    expect(np.array_equal(same, x), "dropout_forward(x, p=0, train=True, rng) changed the values",
+           "p = 0 drops nothing and divides by 1 - 0 = 1: the values must come back unchanged.")
+    zeros, _ = _np_forward(forward, x, 1.0, True, seed=8)
+    expect(not bool(np.isnan(zeros).any()) and bool(np.all(zeros == 0)),
+           f"dropout_forward(x, p=1, train=True, rng) gave {short_repr(zeros.ravel()[:4])}...",
+           "p = 1 drops everything: return zeros without computing x / (1 - p) = x / 0.")
+    for bad in INVALID_P:
+        for train in (True, False):
+            expect_raises(forward, (x, bad, train, np.random.default_rng(0)), ValueError,
+                          f"p={bad!r} is not a probability")
+
+
+def check_np_backward(forward: Callable[..., Any], backward: Callable[..., Any],
+                      p: float) -> None:
+    """NumPy backward: dx = dout * mask / (1 - p) with the forward pass's mask, dx = dout in
+    eval mode, and dx matches a central finite-difference gradient (the mask is held fixed by
+    re-seeding rng); dout is not modified; p = 1 gives a zero gradient without NaN.
+    Deterministic (probability 0); tolerances 1e-12 (mask formula) and 1e-6 (finite
+    differences) relative, in float64."""
+    x = _np_positive((20, 30), seed=13)
+    dout = _np_positive((20, 30), seed=14) - 1.0
+    dout_copy = dout.copy()
+    out, cache = _np_forward(forward, x, p, True, seed=7)
+    dx = run_student(backward, dout, cache)
+    expect(isinstance(dx, np.ndarray) and dx.shape == x.shape,
+           f"dropout_backward returned {short_repr(dx)}", "return an array shaped like dout.")
+    expect(np.array_equal(dout, dout_copy), "dropout_backward modified dout in place",
+           "return a new array: dx = dout * mask / (1 - p).")
+    mask = out != 0
+    expect(bool(np.allclose(dx, dout * mask / (1.0 - p), rtol=1e-12, atol=0.0)),
+           f"dropout_backward(dout, cache) with p={p} is not dout * mask / (1 - p)",
+           "keep the forward mask (and p) in cache; the gradient uses the same mask and scale.")
+    _, eval_cache = _np_forward(forward, x, p, False, seed=7)
+    dx_eval = run_student(backward, dout, eval_cache)
+    expect(isinstance(dx_eval, np.ndarray) and np.array_equal(dx_eval, dout),
+           "dropout_backward after dropout_forward(..., train=False) is not dout",
+           "in eval mode the forward pass is the identity, so its gradient is dout.")
+    _, all_dropped = _np_forward(forward, x, 1.0, True, seed=7)
+    dx_zero = run_student(backward, dout, all_dropped)
+    expect(isinstance(dx_zero, np.ndarray) and not bool(np.isnan(dx_zero).any())
+           and bool(np.all(dx_zero == 0)),
+           "dropout_backward after dropout_forward(x, p=1, ...) is not all zeros (or has NaN)",
+           "with p = 1 no unit passes, so no gradient passes: avoid 0 * inf = NaN.")
+    coords = [(0, 0), (3, 7), (11, 2), (19, 29), (8, 15)]
+    h = 1e-6
+    for i, j in coords:
+        plus, minus = x.copy(), x.copy()
+        plus[i, j] += h
+        minus[i, j] -= h
+        f_plus = float(np.sum(_np_forward(forward, plus, p, True, seed=7)[0] * dout))
+        f_minus = float(np.sum(_np_forward(forward, minus, p, True, seed=7)[0] * dout))
+        numeric = (f_plus - f_minus) / (2 * h)
+        expect(math.isclose(numeric, dx[i, j], rel_tol=1e-6, abs_tol=1e-7),
+               f"dropout_backward: dx[{i}, {j}] = {dx[i, j]:.6g} but the finite-difference "
+               f"gradient is {numeric:.6g}",
+               "dx must be the derivative of the forward pass: dout * mask / (1 - p).")
