@@ -343,10 +343,11 @@ def test_random_checks_never_fail_the_reference(reference: dict[str, Any]) -> No
     """Every random check passes the reference solution for CALIBRATION_SEEDS seeds, on every
     available device, with zero failures allowed.
 
-    Each check's false-failure probability is at most 1e-6 (two for check_masks_independent),
-    so the chance that a correct bound fails at least once in these 200 x 13 runs is at most
-    2.8e-3 per device; on the CPU the random streams are fixed by the seeds, so the outcome is
-    reproducible. One failure here means a bound is wrong, not bad luck.
+    Per seed there are eight bounds with false-failure probability 1e-6 each (drop count and
+    mean for two p, the NumPy drop count for two p, two in check_masks_independent; the other
+    random parts are below 1e-180), so a correct set of bounds fails at least once in 200 seeds
+    with probability at most 1.6e-3 per device. On the CPU the random streams are fixed by the
+    seeds, so the outcome is reproducible. A failure here means a bound is wrong, not bad luck.
     """
     failures = []
     for seed in range(CALIBRATION_SEEDS):
