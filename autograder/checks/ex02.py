@@ -14,6 +14,7 @@ The functions under test follow the exercise's contract:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -135,25 +136,37 @@ def check_values_zero_or_scaled(dropout: Callable[..., Any], p: float, seed: int
             )
 
 
+def _cases(dtypes: tuple[torch.dtype, ...] | None = None
+           ) -> list[tuple[torch.device, torch.dtype]]:
+    """(device, dtype) pairs a random check runs on: every available device, and ``dtypes``
+    (default: every float dtype of :func:`float_dtypes` for that device)."""
+    return [(device, dtype) for device in available_devices()
+            for dtype in (dtypes or float_dtypes(device))]
+
+
 def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
                         seed: int = 0) -> None:
-    """The number of dropped units among n is within the binomial bound for p.
+    """The number of dropped units among n is within the binomial bound for p, on every device
+    and float dtype.
 
-    The count of zeros is Binomial(n, p) for a correct dropout; the bound comes from
-    :func:`binomial_count_bounds` with false-failure probability 1e-6 per device (exact tails).
-    With n = 200 000 and p = 0.2 the bound is about p +- 0.0044, hundreds of standard deviations
-    away from keeping with probability p (dropping 1 - p) or not dropping at all.
+    The count of zeros is Binomial(n, p) for a correct dropout; the bounds come from
+    :func:`binomial_count_bounds` (exact tails). False-failure probability 1e-6 for the whole
+    check, split evenly over its device/dtype cases. With n = 200 000 and p = 0.2 the bound is
+    about p +- 0.005, hundreds of standard deviations away from keeping with probability p
+    (dropping 1 - p) or not dropping at all.
     """
-    lo, hi = binomial_count_bounds(n, p, DEFAULT_FALSE_FAILURE)
-    for device in available_devices():
-        x = _positive((n,), device, torch.float32, seed=3)
+    cases = _cases()
+    budget = DEFAULT_FALSE_FAILURE / len(cases)
+    lo, hi = binomial_count_bounds(n, p, budget)
+    for device, dtype in cases:
+        x = _positive((n,), device, dtype, seed=3)
         out = _call(dropout, x, p, True, _generator(device, seed))
         dropped = int((out == 0).sum().item())
         expect(
             lo <= dropped <= hi,
-            f"dropout(x of {n} elements on {device.type}, p={p}) dropped {dropped} "
+            f"dropout(x of {n} elements, {dtype} on {device.type}, p={p}) dropped {dropped} "
             f"({dropped / n:.4f}); a correct dropout drops between {lo} and {hi} "
-            f"(false-failure probability {DEFAULT_FALSE_FAILURE:g})",
+            f"(false-failure probability {budget:.2g})",
             "p is the probability of DROPPING a unit: keep with probability 1 - p, e.g. "
             "torch.rand(..., generator=generator) >= p.",
         )
@@ -162,46 +175,54 @@ def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
 def check_mean_preserved(dropout: Callable[..., Any], p: float, n: int = 200_000,
                          seed: int = 0) -> None:
     """The mean of the output matches the mean of the input (E[out_i] = x_i): inverted dropout
-    needs no rescaling at test time.
+    needs no rescaling at test time. Runs on every device in float64 and float32.
 
     Each out_i - x_i is independent, lies in an interval of length x_i / (1 - p) and has mean 0
-    for a correct dropout, so Hoeffding's inequality bounds the deviation of the sum with
-    false-failure probability 1e-6 per device, for any n (no normal approximation). With
-    n = 200 000 inputs in [0.5, 1.5) the bound is below 1% of the mean for p = 0.2 and about 2%
-    for p = 0.7; no rescaling is off by p, scaling by 1/p by a factor (1 - p)/p.
+    for a correct dropout, so Hoeffding's inequality bounds the deviation of the sum for any n
+    (no normal approximation). False-failure probability 1e-6 for the whole check, split evenly
+    over its device/dtype cases. With n = 200 000 inputs in [0.5, 1.5) the bound is below 1% of
+    the mean for p = 0.2 and about 2% for p = 0.7 (float32 rounding moves the sum by less than
+    1e-6 of it); no rescaling is off by p, scaling by 1/p by a factor (1 - p)/p.
     """
-    for device in available_devices():
-        x = _positive((n,), device, torch.float64, seed=15)
+    cases = _cases((torch.float64, torch.float32))
+    budget = DEFAULT_FALSE_FAILURE / len(cases)
+    for device, dtype in cases:
+        x = _positive((n,), device, dtype, seed=15)
         out = _call(dropout, x, p, True, _generator(device, seed))
-        width = hoeffding_half_width(float((x / (1.0 - p)).square().sum()), DEFAULT_FALSE_FAILURE)
-        got, wanted = float(out.sum()), float(x.sum())
+        x64 = x.double()
+        width = hoeffding_half_width(float((x64 / (1.0 - p)).square().sum()), budget)
+        got, wanted = float(out.double().sum()), float(x64.sum())
         expect(
             abs(got - wanted) <= width,
-            f"dropout(x of {n} elements on {device.type}, p={p}) has mean {got / n:.4f}, but "
-            f"the input's mean is {wanted / n:.4f}; a correct dropout lands within "
-            f"+-{width / n:.4f} (false-failure probability {DEFAULT_FALSE_FAILURE:g})",
+            f"dropout(x of {n} elements, {dtype} on {device.type}, p={p}) has mean "
+            f"{got / n:.4f}, but the input's mean is {wanted / n:.4f}; a correct dropout lands "
+            f"within +-{width / n:.4f} (false-failure probability {budget:.2g})",
             "the expected output must equal the input: keep with probability 1 - p and "
             "divide the kept values by 1 - p.",
         )
 
 
 def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: int = 5) -> None:
-    """Units are dropped independently, and each call draws a new mask.
+    """Units are dropped independently, and each call draws a new mask (every device, float32
+    and float64).
 
     On a (512, 256) input, disjoint pairs of neighbouring rows (and of neighbouring columns)
     agree (both dropped or both kept) with probability q = p^2 + (1-p)^2 each, independently:
-    65 536 pairs, so the agreement count is Binomial(65 536, q) and is bounded with
-    false-failure probability 1e-6 per direction and device. One mask for the whole batch (rows
-    identical), one per row, or a fixed stripe pattern lands hundreds of sigma outside. Two calls
-    give the same mask with probability below 2^-1000 (exact in practice).
+    65 536 pairs, so the agreement count is Binomial(65 536, q), bounded with exact tails.
+    False-failure probability 1e-6 for the whole check, split evenly over its device/dtype cases
+    and the two directions. One mask for the whole batch (rows identical), one per row, or a
+    fixed stripe pattern lands hundreds of sigma outside. Two calls give the same mask with
+    probability below 2^-1000 (exact in practice).
     """
     q = p * p + (1 - p) * (1 - p)
-    for device in available_devices():
-        x = _positive((512, 256), device, torch.float32, seed=4)
+    cases = _cases((torch.float32, torch.float64))
+    budget = DEFAULT_FALSE_FAILURE / (2 * len(cases))
+    for device, dtype in cases:
+        x = _positive((512, 256), device, dtype, seed=4)
         gen = _generator(device, seed)
         first = _call(dropout, x, p, True, gen) == 0
         second = _call(dropout, x, p, True, gen) == 0
-        where = f"dropout on {device.type} (p={p})"
+        where = f"dropout on {dtype} on {device.type} (p={p})"
         expect(
             not torch.equal(first, second),
             f"{where}: two calls with the same generator dropped exactly the same units",
@@ -210,13 +231,12 @@ def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: i
         for axis, (a, b) in {"rows": (first[0::2, :], first[1::2, :]),
                              "columns": (first[:, 0::2], first[:, 1::2])}.items():
             n = a.numel()
-            lo, hi = binomial_count_bounds(n, q, DEFAULT_FALSE_FAILURE)
+            lo, hi = binomial_count_bounds(n, q, budget)
             agree = int((a == b).sum().item())
             expect(
                 lo <= agree <= hi,
                 f"{where}: neighbouring {axis} agree on {agree} of {n} units; independent "
-                f"units agree on {lo}..{hi} (false-failure probability "
-                f"{DEFAULT_FALSE_FAILURE:g})",
+                f"units agree on {lo}..{hi} (false-failure probability {budget:.2g})",
                 "draw one independent random number per element (a mask of x's full shape), "
                 "not one per row, per column or per batch.",
             )
@@ -224,14 +244,14 @@ def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: i
 
 def check_generator(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """With a generator: the same seed gives the same output, and the global RNG state (CPU and
-    CUDA) is untouched. Exact (probability 0)."""
-    for device in available_devices():
-        x = _positive((32, 32), device, torch.float32, seed=6)
+    CUDA) is untouched, on every device and float dtype. Exact (probability 0)."""
+    for device, dtype in _cases():
+        x = _positive((32, 32), device, dtype, seed=6)
         cpu_state = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
         a = _call(dropout, x, p, True, _generator(device, 123))
         b = _call(dropout, x, p, True, _generator(device, 123))
-        where = f"dropout on {device.type} with a generator"
+        where = f"dropout on {dtype} on {device.type} with a generator"
         expect(
             torch.equal(a, b),
             f"{where}: the same seed gave different outputs",
@@ -268,13 +288,15 @@ def check_eval_and_p0_identity(dropout: Callable[..., Any]) -> None:
 
 
 def check_p_one(dropout: Callable[..., Any]) -> None:
-    """p = 1 gives all zeros, with no NaN, and a zero (not NaN) gradient. Exact."""
-    for device in available_devices():
-        x = (_positive((8, 8), device, torch.float32, seed=8) - 1.0).requires_grad_(True)
+    """p = 1 gives all zeros, with no NaN, and a zero (not NaN) gradient, on every device and
+    float dtype. Exact."""
+    for device, dtype in _cases():
+        x = (_positive((8, 8), device, dtype, seed=8) - 1.0).requires_grad_(True)
         out = _call(dropout, x, 1.0, True, _generator(device, 0))
         expect(
             not bool(torch.isnan(out).any()) and bool((out == 0).all()),
-            f"dropout(x on {device.type}, p=1) gave {short_repr(out.flatten()[:4].tolist())}...",
+            f"dropout(x of {dtype} on {device.type}, p=1) gave "
+            f"{short_repr(out.flatten()[:4].tolist())}...",
             "p = 1 drops everything: return zeros without computing x / (1 - p) = x / 0.",
         )
         if out.requires_grad:
@@ -282,25 +304,26 @@ def check_p_one(dropout: Callable[..., Any]) -> None:
             expect(
                 x.grad is not None and not bool(torch.isnan(x.grad).any())
                 and bool((x.grad == 0).all()),
-                f"the gradient of dropout(x on {device.type}, p=1) is not all zeros",
+                f"the gradient of dropout(x of {dtype} on {device.type}, p=1) is not all zeros",
                 "with p = 1 no unit passes, so no gradient passes: avoid 0 * inf = NaN.",
             )
 
 
 def check_invalid_p(dropout: Callable[..., Any]) -> None:
     """p outside [0, 1], NaN, infinite or not a real number raises ValueError naming p, also
-    when training=False. Exact."""
-    x = torch.ones(4)
-    for p in INVALID_P:
-        for training in (True, False):
-            err = expect_raises(dropout, (x, p), ValueError, f"p={p!r} is not a probability",
-                                kwargs={"training": training})
-            expect(
-                "p" in str(err),
-                f"{describe_call(dropout, (x, p), {'training': training})} raised "
-                f"ValueError({str(err)!r}), which does not name p",
-                "say which argument is wrong, e.g. ValueError(f'p must be in [0, 1], got {p}').",
-            )
+    when training=False, for tensors on every device in float32 and float64. Exact."""
+    for (device, dtype), p, training in itertools.product(
+        _cases((torch.float32, torch.float64)), INVALID_P, (True, False)
+    ):
+        x = torch.ones(4, device=device, dtype=dtype)
+        err = expect_raises(dropout, (x, p), ValueError, f"p={p!r} is not a probability",
+                            kwargs={"training": training})
+        expect(
+            "p" in str(err),
+            f"{describe_call(dropout, (x, p), {'training': training})} raised "
+            f"ValueError({str(err)!r}), which does not name p",
+            "say which argument is wrong, e.g. ValueError(f'p must be in [0, 1], got {p}').",
+        )
 
 
 def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
@@ -362,25 +385,28 @@ def check_dropout_module(module_class: type[torch.nn.Module], p: float = 0.3) ->
            "subclass torch.nn.Module and call super().__init__().")
     expect(getattr(module, "p", None) == p, f"{name}({p}).p is {getattr(module, 'p', None)!r}",
            "store the drop probability as self.p.")
-    expect(str(p) in repr(module), f"repr({name}({p})) is {repr(module)!r}: it does not show p",
-           "define extra_repr(self) returning f'p={self.p}'.")
+    text = run_student(repr, module)
+    expect(str(p) in text, f"repr({name}({p})) is {text!r}: it does not show p",
+           "define extra_repr(self) returning a string such as 'p=0.3'.")
     for bad in (-0.5, 1.5, float("nan")):
         expect_raises(module_class, (bad,), ValueError, f"p={bad} is not a probability")
-    for device in available_devices():
-        moved = module.to(device)
-        x = _positive((64, 64), device, torch.float32, seed=11)
-        moved.train()
+    for device, dtype in _cases((torch.float32, torch.float64)):
+        moved = run_student(module.to, device)
+        x = _positive((64, 64), device, dtype, seed=11)
+        where = f"{name}({p}) on x of {dtype} on {device.type}"
+        run_student(moved.train)
         out = run_student(moved, x)
         expect(
-            isinstance(out, torch.Tensor) and out.device == x.device and bool((out == 0).any()),
-            f"{name}({p}) in train mode on {device.type} dropped nothing (or moved the output)",
+            isinstance(out, torch.Tensor) and out.device == x.device and out.dtype == x.dtype
+            and bool((out == 0).any()),
+            f"{where} in train mode dropped nothing (or changed the output's device or dtype)",
             "forward must apply dropout when self.training is True, on x's device.",
         )
-        moved.eval()
+        run_student(moved.eval)
         out = run_student(moved, x)
         expect(
             isinstance(out, torch.Tensor) and torch.equal(out, x),
-            f"{name}({p}) in eval mode on {device.type} changed its input",
+            f"{where} in eval mode changed its input",
             "forward must pass self.training to your dropout: in eval mode it is the identity.",
         )
 
