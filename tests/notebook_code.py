@@ -105,3 +105,44 @@ def run_test_cell(source: str, namespace: dict[str, Any]) -> None:
     """Execute a test cell's source in a shallow copy of ``namespace``; exceptions propagate
     (an ``AssertionError`` is a failed test). The names the cell defines are thrown away."""
     exec_source(source, dict(namespace), "test cell")
+
+
+def answers_namespace(assignment: str, answers: dict[str, str | None], label: str
+                      ) -> dict[str, Any]:
+    """Setup cell, then the given answer cells (grade_id -> source; None = deleted), run as the
+    notebook runs them. Answers that are not code cells (a written answer) are skipped."""
+    namespace = setup_namespace(assignment)
+    code_ids = {grade_id for grade_id, _ in solution_cells(assignment)}
+    for grade_id, source in answers.items():
+        if grade_id in code_ids and source is not None:
+            exec_source(source, namespace, f"{label}:{grade_id}")
+    return namespace
+
+
+def cell_failures(cells: list[tuple[str, str]], namespace: dict[str, Any]
+                  ) -> dict[str, AssertionError]:
+    """Run the test cells; return {grade_id: AssertionError} of those that fail.
+
+    Any other exception propagates: a check must report a wrong answer, never crash on it.
+    """
+    failures: dict[str, AssertionError] = {}
+    for grade_id, source in cells:
+        try:
+            run_test_cell(source, namespace)
+        except AssertionError as err:
+            failures[grade_id] = err
+    return failures
+
+
+def run_cell_cleanly(source: str, namespace: dict[str, Any], capsys: Any) -> None:
+    """Run a test cell that must pass: it prints 'Passed:' and nothing on stderr (which nbgrader
+    would count as a failure). ``capsys`` is pytest's fixture."""
+    run_test_cell(source, namespace)
+    out, err = capsys.readouterr()
+    assert "Passed:" in out
+    assert err == ""
+
+
+def not_written(*args: Any, **kwargs: Any) -> None:
+    """The stub every released notebook starts with."""
+    raise NotImplementedError()

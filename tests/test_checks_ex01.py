@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import torch
 from notebook_code import (
-    exec_source,
+    answers_namespace,
     load_solution_namespace,
+    not_written,
+    run_cell_cleanly,
     run_test_cell,
-    setup_namespace,
     solution_cells,
     test_cells,
 )
+from notebook_code import cell_failures as failures_of
 
 from autograder.checks import ex01
 from autograder.demo.ex01_overfitting import STUDENTS
@@ -52,12 +54,7 @@ def reference() -> dict[str, Any]:
 
 def student_namespace(student: str) -> dict[str, Any]:
     """Setup cell, then a demo student's code answers (the written answer is not code)."""
-    namespace = setup_namespace(ASSIGNMENT)
-    code_ids = {grade_id for grade_id, _ in solution_cells(ASSIGNMENT)}
-    for grade_id, source in STUDENTS[student].items():
-        if grade_id in code_ids and source is not None:
-            exec_source(source, namespace, f"{student}:{grade_id}")
-    return namespace
+    return answers_namespace(ASSIGNMENT, STUDENTS[student], student)
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +74,8 @@ def cells_of_task(task: str) -> list[tuple[str, str]]:
 
 
 def cell_failures(task: str, namespace: dict[str, Any]) -> dict[str, AssertionError]:
-    """Run every test cell of ``task``; return {grade_id: AssertionError} of those that fail.
-
-    Any other exception propagates: a check must report a wrong answer, never crash on it.
-    """
-    failures: dict[str, AssertionError] = {}
-    for grade_id, source in cells_of_task(task):
-        try:
-            run_test_cell(source, namespace)
-        except AssertionError as err:
-            failures[grade_id] = err
-    return failures
+    """Run every test cell of ``task``; return {grade_id: AssertionError} of those that fail."""
+    return failures_of(cells_of_task(task), namespace)
 
 
 def with_answer(namespace: dict[str, Any], fn: Callable[..., Any], task: str) -> dict[str, Any]:
@@ -130,10 +118,7 @@ def test_reference_solution_passes_the_test_cell(
 ) -> None:
     """The instructor's solution passes every visible and hidden test cell, printing
     'Passed:' and nothing on stderr (which nbgrader would count as a failure)."""
-    run_test_cell(dict(ALL_TEST_CELLS)[grade_id], reference)
-    out, err = capsys.readouterr()
-    assert "Passed:" in out
-    assert err == ""
+    run_cell_cleanly(dict(ALL_TEST_CELLS)[grade_id], reference, capsys)
 
 
 @pytest.mark.parametrize("grade_id", CELL_IDS)
@@ -147,11 +132,6 @@ def test_demo_student_has_only_the_written_answer_as_non_code() -> None:
     code_ids = {grade_id for grade_id, _ in solution_cells(ASSIGNMENT)}
     assert set(STUDENTS["ada_correct"]) - code_ids == {"written_answer"}
     assert set(TASKS.values()) <= code_ids
-
-
-def not_written(*args: Any, **kwargs: Any) -> None:
-    """The stub every released notebook starts with."""
-    raise NotImplementedError()
 
 
 @pytest.mark.parametrize("grade_id", CELL_IDS)

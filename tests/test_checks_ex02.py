@@ -27,11 +27,12 @@ import numpy as np
 import pytest
 import torch
 from notebook_code import (
-    exec_source,
+    answers_namespace,
+    cell_failures,
     load_solution_namespace,
+    not_written,
+    run_cell_cleanly,
     run_test_cell,
-    setup_namespace,
-    solution_cells,
     test_cells,
 )
 
@@ -79,19 +80,6 @@ def cells_of_task(task: str) -> list[tuple[str, str]]:
     return [(gid, src) for gid, src in ALL_TEST_CELLS if task_of(gid) == task]
 
 
-def cell_failures(cells: list[tuple[str, str]], namespace: dict[str, Any]
-                  ) -> dict[str, AssertionError]:
-    """Run the test cells; return {grade_id: AssertionError} of those that fail. Any other
-    exception propagates: a check must report a wrong answer, never crash on it."""
-    failures: dict[str, AssertionError] = {}
-    for grade_id, source in cells:
-        try:
-            run_test_cell(source, namespace)
-        except AssertionError as err:
-            failures[grade_id] = err
-    return failures
-
-
 def with_answers(namespace: dict[str, Any], **answers: Any) -> dict[str, Any]:
     """Copy of ``namespace`` with some answers replaced (the NumPy tasks need two names)."""
     return {**namespace, **answers}
@@ -99,12 +87,7 @@ def with_answers(namespace: dict[str, Any], **answers: Any) -> dict[str, Any]:
 
 def student_namespace(student: str) -> dict[str, Any]:
     """Setup cell, then a demo student's answers, run as the notebook would run them."""
-    namespace = setup_namespace(ASSIGNMENT)
-    code_ids = {grade_id for grade_id, _ in solution_cells(ASSIGNMENT)}
-    for grade_id, source in STUDENTS[student].items():
-        if grade_id in code_ids and source is not None:
-            exec_source(source, namespace, f"{student}:{grade_id}")
-    return namespace
+    return answers_namespace(ASSIGNMENT, STUDENTS[student], student)
 
 
 def _validate(p: object) -> float:
@@ -140,15 +123,7 @@ def test_reference_solution_passes_the_test_cell(
 ) -> None:
     """The instructor's solution passes every test cell on every available device, printing
     'Passed:' and nothing on stderr (which nbgrader would count as a failure)."""
-    run_test_cell(dict(ALL_TEST_CELLS)[grade_id], reference)
-    out, err = capsys.readouterr()
-    assert "Passed:" in out
-    assert err == ""
-
-
-def not_written(*args: Any, **kwargs: Any) -> None:
-    """The stub every released notebook starts with."""
-    raise NotImplementedError()
+    run_cell_cleanly(dict(ALL_TEST_CELLS)[grade_id], reference, capsys)
 
 
 class NotWrittenModule(torch.nn.Module):

@@ -78,6 +78,14 @@ def _call(dropout: Callable[..., Any], x: torch.Tensor, p: Any, training: bool =
     return out
 
 
+def _cases(dtypes: tuple[torch.dtype, ...] | None = None
+           ) -> list[tuple[torch.device, torch.dtype]]:
+    """(device, dtype) pairs a random check runs on: every available device, and ``dtypes``
+    (default: every float dtype of :func:`float_dtypes` for that device)."""
+    return [(device, dtype) for device in available_devices()
+            for dtype in (dtypes or float_dtypes(device))]
+
+
 def _ulps(dtype: torch.dtype) -> float:
     """Relative tolerance for 'exactly x / (1 - p)': a few units in the last place."""
     return 4.0 * torch.finfo(dtype).eps
@@ -89,59 +97,49 @@ def _ulps(dtype: torch.dtype) -> float:
 def check_shape_dtype_device(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """Output has the input's shape, dtype and device, for every device and float dtype, in
     training and in eval mode; the input is never modified in place. Exact (probability 0)."""
-    for device in available_devices():
-        for dtype in float_dtypes(device):
-            x = _positive((4, 3, 5), device, dtype, seed=1)
-            before = x.clone()
-            for training in (True, False):
-                out = _call(dropout, x, p, training, _generator(device, 0))
-                where = f"dropout(x of {dtype} on {device.type}, p={p}, training={training})"
-                expect(
-                    out.shape == x.shape and out.dtype == x.dtype and out.device == x.device,
-                    f"{where} gave shape {tuple(out.shape)}, {out.dtype} on {out.device}",
-                    "keep the input's shape, dtype and device: draw the mask with "
-                    "device=x.device and compute in x's dtype (no .float(), no .cpu()).",
-                )
-                expect(
-                    torch.equal(x, before),
-                    f"{where} modified its input in place",
-                    "never write into x (no x *= ..., no x[mask] = 0): return a new tensor.",
-                )
+    for device, dtype in _cases():
+        x = _positive((4, 3, 5), device, dtype, seed=1)
+        before = x.clone()
+        for training in (True, False):
+            out = _call(dropout, x, p, training, _generator(device, 0))
+            where = f"dropout(x of {dtype} on {device.type}, p={p}, training={training})"
+            expect(
+                out.shape == x.shape and out.dtype == x.dtype and out.device == x.device,
+                f"{where} gave shape {tuple(out.shape)}, {out.dtype} on {out.device}",
+                "keep the input's shape, dtype and device: draw the mask with "
+                "device=x.device and compute in x's dtype (no .float(), no .cpu()).",
+            )
+            expect(
+                torch.equal(x, before),
+                f"{where} modified its input in place",
+                "never write into x (no x *= ..., no x[mask] = 0): return a new tensor.",
+            )
 
 
 def check_values_zero_or_scaled(dropout: Callable[..., Any], p: float, seed: int = 1) -> None:
     """In training every output element is 0 or x / (1 - p) (to a few ulps of the dtype), and
     both occur. Exact given n = 4096 elements per dtype: a correct dropout with 0 < p < 1 yields
     only zeros or no zeros with probability p^n + (1-p)^n < 1e-180."""
-    for device in available_devices():
-        for dtype in float_dtypes(device):
-            x = _positive((64, 64), device, dtype, seed=2)
-            out = _call(dropout, x, p, True, _generator(device, seed))
-            where = f"dropout(x of {dtype} on {device.type}, p={p})"
-            wanted = x.double() / (1.0 - p)
-            kept = out != 0
-            close = (out.double() - wanted).abs() <= _ulps(dtype) * wanted.abs()
-            bad = kept & ~close
-            if bool(bad.any()):
-                fail(
-                    f"{where}: some kept values are not x / (1 - p); e.g. x="
-                    f"{short_repr(x[bad][0].item())} gave {short_repr(out[bad][0].item())}, "
-                    f"expected {short_repr(wanted[bad][0].item())}",
-                    _SCALE_HINT,
-                )
-            expect(
-                bool(kept.any()) and not bool(kept.all()),
-                f"{where}: {'no' if not kept.any() else 'every'} unit was kept",
+    for device, dtype in _cases():
+        x = _positive((64, 64), device, dtype, seed=2)
+        out = _call(dropout, x, p, True, _generator(device, seed))
+        where = f"dropout(x of {dtype} on {device.type}, p={p})"
+        wanted = x.double() / (1.0 - p)
+        kept = out != 0
+        close = (out.double() - wanted).abs() <= _ulps(dtype) * wanted.abs()
+        bad = kept & ~close
+        if bool(bad.any()):
+            fail(
+                f"{where}: some kept values are not x / (1 - p); e.g. x="
+                f"{short_repr(x[bad][0].item())} gave {short_repr(out[bad][0].item())}, "
+                f"expected {short_repr(wanted[bad][0].item())}",
                 _SCALE_HINT,
             )
-
-
-def _cases(dtypes: tuple[torch.dtype, ...] | None = None
-           ) -> list[tuple[torch.device, torch.dtype]]:
-    """(device, dtype) pairs a random check runs on: every available device, and ``dtypes``
-    (default: every float dtype of :func:`float_dtypes` for that device)."""
-    return [(device, dtype) for device in available_devices()
-            for dtype in (dtypes or float_dtypes(device))]
+        expect(
+            bool(kept.any()) and not bool(kept.all()),
+            f"{where}: {'no' if not kept.any() else 'every'} unit was kept",
+            _SCALE_HINT,
+        )
 
 
 def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
@@ -273,18 +271,17 @@ def check_generator(dropout: Callable[..., Any], p: float = 0.3) -> None:
 def check_eval_and_p0_identity(dropout: Callable[..., Any]) -> None:
     """training=False (any p) and p=0 return the input's values unchanged, on every device and
     dtype. Exact (probability 0)."""
-    for device in available_devices():
-        for dtype in float_dtypes(device):
-            x = _positive((16, 16), device, dtype, seed=7) - 1.0
-            for p, training in ((0.3, False), (0.9, False), (0.0, True)):
-                out = _call(dropout, x, p, training, _generator(device, 0))
-                expect(
-                    torch.equal(out, x),
-                    f"dropout(x of {dtype} on {device.type}, p={p}, training={training}) "
-                    "changed the values",
-                    "in eval mode (training=False) and for p = 0 dropout is the identity: "
-                    "no mask and no scaling (inverted dropout scales only in training).",
-                )
+    for device, dtype in _cases():
+        x = _positive((16, 16), device, dtype, seed=7) - 1.0
+        for p, training in ((0.3, False), (0.9, False), (0.0, True)):
+            out = _call(dropout, x, p, training, _generator(device, 0))
+            expect(
+                torch.equal(out, x),
+                f"dropout(x of {dtype} on {device.type}, p={p}, training={training}) "
+                "changed the values",
+                "in eval mode (training=False) and for p = 0 dropout is the identity: "
+                "no mask and no scaling (inverted dropout scales only in training).",
+            )
 
 
 def check_p_one(dropout: Callable[..., Any]) -> None:
@@ -352,12 +349,11 @@ def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
 def check_gradient(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """The gradient with respect to x is upstream * mask / (1 - p), in float64 and float32 on
     every device, and the output is part of the autograd graph. Exact to 1e-5 relative."""
-    for device in available_devices():
-        for dtype in (torch.float64, torch.float32):
-            _expect_masked_gradient(
-                lambda x, d=device: _call(dropout, x, p, True, _generator(d, 2)),
-                p, device, dtype, f"dropout(x of {dtype} on {device.type}, p={p})",
-            )
+    for device, dtype in _cases((torch.float64, torch.float32)):
+        _expect_masked_gradient(
+            lambda x, d=device: _call(dropout, x, p, True, _generator(d, 2)),
+            p, device, dtype, f"dropout(x of {dtype} on {device.type}, p={p})",
+        )
 
 
 def check_module_gradient(module_class: type[torch.nn.Module], p: float = 0.3) -> None:
