@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: takes more than a few seconds; `make test-quick` skips it"
     )
+
+
+def _device_names() -> list[str]:
+    from autograder.checks.devices import available_devices
+
+    return [d.type for d in available_devices()]
+
+
+@pytest.fixture(params=_device_names())
+def device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test once per available device, with the checks narrowed to that device."""
+    monkeypatch.setenv("COURSE_DEVICES", request.param)
+    yield request.param

@@ -146,3 +146,15 @@ def run_cell_cleanly(source: str, namespace: dict[str, Any], capsys: Any) -> Non
 def not_written(*args: Any, **kwargs: Any) -> None:
     """The stub every released notebook starts with."""
     raise NotImplementedError()
+
+
+#: Every failure message of the checks library has this part.
+HINT = "What to check"
+
+
+def expect_some_cell_fails(cells: list[tuple[str, str]], namespace: dict[str, Any]) -> None:
+    """A wrong answer must fail at least one of ``cells``, and every failure says what to
+    check (a test helper: it asserts)."""
+    failures = cell_failures(cells, namespace)
+    assert failures, "no test cell caught this wrong answer"
+    assert all(HINT in str(err) for err in failures.values())

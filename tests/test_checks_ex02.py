@@ -27,8 +27,10 @@ import numpy as np
 import pytest
 import torch
 from notebook_code import (
+    HINT,
     answers_namespace,
     cell_failures,
+    expect_some_cell_fails,
     load_solution_namespace,
     not_written,
     run_cell_cleanly,
@@ -37,11 +39,9 @@ from notebook_code import (
 )
 
 from autograder.checks import ex02
-from autograder.checks.devices import available_devices
 from autograder.demo.ex02_dropout_mechanics import FAILED_CELLS, STUDENTS
 
 ASSIGNMENT = "ex02_dropout_mechanics"
-HINT = "What to check"
 #: task key in the test cells' grade ids (test_<task>_...) -> the names that task defines
 TASKS = {
     "np_forward": "dropout_forward",
@@ -51,7 +51,6 @@ TASKS = {
 }
 ALL_TEST_CELLS = test_cells(ASSIGNMENT)
 CELL_IDS = [grade_id for grade_id, _ in ALL_TEST_CELLS]
-DEVICES = [d.type for d in available_devices()]
 CALIBRATION_SEEDS = int(os.environ.get("COURSE_CALIBRATION_SEEDS", "200"))
 
 
@@ -62,13 +61,6 @@ CALIBRATION_SEEDS = int(os.environ.get("COURSE_CALIBRATION_SEEDS", "200"))
 def reference() -> dict[str, Any]:
     """Namespace of the setup cell plus the reference solutions."""
     return load_solution_namespace(ASSIGNMENT)
-
-
-@pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run the test once per available device, with the checks narrowed to that device."""
-    monkeypatch.setenv("COURSE_DEVICES", request.param)
-    yield request.param
 
 
 def task_of(grade_id: str) -> str:
@@ -523,22 +515,16 @@ WRONG_TORCH = [no_rescale, scale_by_p, keep_with_p, keep_with_p_right_scale, per
 WRONG_TORCH_CUDA = [mask_on_cpu]
 
 
-def _expect_some_cell_fails(cells: list[tuple[str, str]], namespace: dict[str, Any]) -> None:
-    failures = cell_failures(cells, namespace)
-    assert failures, "no test cell caught this wrong answer"
-    assert all(HINT in str(err) for err in failures.values())
-
-
 @pytest.mark.parametrize("dropout", WRONG_TORCH, ids=lambda f: f.__name__)
 def test_wrong_dropout_fails(dropout, reference: dict[str, Any], device: str) -> None:
-    _expect_some_cell_fails(cells_of_task("dropout"), with_answers(reference, dropout=dropout))
+    expect_some_cell_fails(cells_of_task("dropout"), with_answers(reference, dropout=dropout))
 
 
 @pytest.mark.parametrize("dropout", WRONG_TORCH_CUDA, ids=lambda f: f.__name__)
 def test_wrong_dropout_fails_on_cuda(dropout, reference: dict[str, Any], device: str) -> None:
     if device != "cuda":
         pytest.skip("this bug only shows on a CUDA device; on the CPU the answer is correct")
-    _expect_some_cell_fails(cells_of_task("dropout"), with_answers(reference, dropout=dropout))
+    expect_some_cell_fails(cells_of_task("dropout"), with_answers(reference, dropout=dropout))
 
 
 # NumPy: each wrong pair is (forward, backward); the reference's other half is kept.
@@ -655,7 +641,7 @@ def _pair_id(pair: Any) -> str:
 @pytest.mark.parametrize(("forward", "backward"), WRONG_NUMPY, ids=_pair_id)
 def test_wrong_numpy_fails(forward, backward, reference: dict[str, Any]) -> None:
     namespace = with_answers(reference, dropout_forward=forward, dropout_backward=backward)
-    _expect_some_cell_fails(NUMPY_CELLS, namespace)
+    expect_some_cell_fails(NUMPY_CELLS, namespace)
 
 
 # Modules
@@ -714,14 +700,14 @@ WRONG_MODULES = [ModuleIgnoresTraining, ModuleNoRepr, ModuleNoValidation, Module
 
 @pytest.mark.parametrize("module", WRONG_MODULES, ids=lambda m: m.__name__)
 def test_wrong_module_fails(module, reference: dict[str, Any], device: str) -> None:
-    _expect_some_cell_fails(cells_of_task("module"), with_answers(reference, Dropout=module))
+    expect_some_cell_fails(cells_of_task("module"), with_answers(reference, Dropout=module))
 
 
 def test_module_with_cpu_generator_fails_on_cuda(reference: dict[str, Any], device: str) -> None:
     if device != "cuda":
         pytest.skip("this bug only shows on a CUDA device; on the CPU the answer is correct")
     namespace = with_answers(reference, Dropout=ModuleCpuGenerator)
-    _expect_some_cell_fails(cells_of_task("module"), namespace)
+    expect_some_cell_fails(cells_of_task("module"), namespace)
 
 
 def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> None:

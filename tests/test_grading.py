@@ -13,11 +13,14 @@ from course import ROOT, find_leaks, readable_text, run
 
 from autograder.demo.ex01_overfitting import EXPECTED as EX01_EXPECTED
 from autograder.demo.ex02_dropout_mechanics import EXPECTED as EX02_EXPECTED
+from autograder.demo.ex03_dropout_variants import EXPECTED as EX03_EXPECTED
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_overfitting"
 EX02 = "ex02_dropout_mechanics"
-EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED}
+EX03 = "ex03_dropout_variants"
+EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED, EX03: EX03_EXPECTED}
+MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 14.0, EX03: 24.0}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def test_demo_scores_are_exact(assignment: str, courses: Path) -> None:
     """grades.csv holds exactly the expected automatic score of every demo student."""
     grades = read_csv(courses / assignment / "grades.csv")
     assert {s: float(row["score"]) for s, row in grades.items()} == EXPECTED[assignment]
-    assert {float(row["max_score"]) for row in grades.values()} == {14.0}
+    assert {float(row["max_score"]) for row in grades.values()} == {MAX_SCORE[assignment]}
 
 
 def test_ex02_per_test_scores(courses: Path) -> None:
@@ -57,6 +60,28 @@ def test_ex02_per_test_scores(courses: Path) -> None:
     assert (bo["test_dropout_visible"], bo["test_dropout_hidden_statistics"]) == ("1.0", "2.0")
     assert ann["test_dropout_hidden_statistics"] == "2.0"
     assert rows["cal_keeps_p"]["test_module_visible"] == "1.0"
+
+
+def test_ex03_per_test_scores(courses: Path) -> None:
+    """Exercise 3: element-wise 'spatial' dropout loses both spatial cells it fails and keeps the
+    contract cell; the model.train() shortcut loses the visible Monte Carlo cell only."""
+    rows = read_csv(courses / EX03 / "scores_by_test.csv")
+    eli, fay = rows["eli_partial"], rows["fay_classic_bugs"]
+    assert (eli["test_spatial_visible"], eli["test_spatial_hidden_statistics"]) == ("0.0", "0.0")
+    assert (eli["test_spatial_hidden_contract"], eli["test_mc_visible"]) == ("1.0", "0.0")
+    assert eli["test_mc_hidden"] == "2.0"
+    assert (fay["test_attention_visible"], fay["test_mc_hidden"]) == ("0.0", "2.0")
+    assert all(value.endswith(".0") and value != "0.0" for key, value in
+               rows["dee_correct"].items() if key.startswith("test_"))
+
+
+def test_ex03_feedback_explains_a_hidden_failure(courses: Path) -> None:
+    """The BatchNorm pitfall is explained in the feedback, without any check's code."""
+    html = (courses / EX03 / "feedback" / "eli_partial" / EX03 / f"{EX03}.html").read_text("utf-8")
+    assert "What to check" in html
+    assert "model.train()" in html
+    assert "BEGIN HIDDEN TESTS" not in html
+    assert "check_spatial_statistics" not in html
 
 
 def test_per_test_scores_say_what_failed(demo: Path) -> None:

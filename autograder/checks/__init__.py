@@ -5,7 +5,7 @@ Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(.
 whose message says what is wrong and what to check.
 """
 
-from . import core, devices, ex01, ex02, stats
+from . import contract, core, devices, ex01, ex02, ex03, masks, stats, tensors
 from .core import (
     describe_call,
     expect,
@@ -17,16 +17,20 @@ from .core import (
 )
 
 __all__ = [
+    "contract",
     "core",
     "describe_call",
     "devices",
     "ex01",
     "ex02",
+    "ex03",
     "expect",
     "expect_equal",
     "expect_raises",
     "fail",
+    "masks",
     "passed",
     "run_student",
     "stats",
+    "tensors",
 ]

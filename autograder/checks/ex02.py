@@ -14,7 +14,6 @@ The functions under test follow the exercise's contract:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core import describe_call, expect, expect_raises, fail, run_student, short_repr
-from .devices import available_devices, float_dtypes
+from . import contract
+from .core import expect, expect_raises, fail, run_student, short_repr
+from .devices import available_devices
 from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
+from .tensors import device_dtype_cases, generator_on, positive, ulps
 
 __all__ = [
     "INVALID_P",
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 #: Values of p that must raise ValueError: outside [0, 1], NaN, infinite, not a real number.
-INVALID_P: tuple[Any, ...] = (-0.1, 1.5, float("nan"), float("inf"), "0.5", None)
+INVALID_P = contract.INVALID_P
 
 _SCALE_HINT = (
     "keep each unit with probability 1 - p (p is the DROP probability) and divide the kept "
@@ -55,40 +56,10 @@ _SCALE_HINT = (
 )
 
 
-def _positive(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-              seed: int) -> torch.Tensor:
-    """Values in [0.5, 1.5): never zero, so a zero in the output can only be a dropped unit."""
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5).to(device, dtype)
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def _call(dropout: Callable[..., Any], x: torch.Tensor, p: Any, training: bool = True,
           generator: torch.Generator | None = None) -> torch.Tensor:
     """Call the student's dropout; the result must be a tensor."""
-    out = run_student(dropout, x, p, training=training, generator=generator)
-    expect(
-        isinstance(out, torch.Tensor),
-        f"dropout returned a {type(out).__name__}, not a torch.Tensor",
-        "build the output with torch operations (no NumPy) so autograd and devices work.",
-    )
-    return out
-
-
-def _cases(dtypes: tuple[torch.dtype, ...] | None = None
-           ) -> list[tuple[torch.device, torch.dtype]]:
-    """(device, dtype) pairs a random check runs on: every available device, and ``dtypes``
-    (default: every float dtype of :func:`float_dtypes` for that device)."""
-    return [(device, dtype) for device in available_devices()
-            for dtype in (dtypes or float_dtypes(device))]
-
-
-def _ulps(dtype: torch.dtype) -> float:
-    """Relative tolerance for 'exactly x / (1 - p)': a few units in the last place."""
-    return 4.0 * torch.finfo(dtype).eps
+    return contract.apply(dropout, x, p, training, generator)
 
 
 # --------------------------------------------------------------------------- structure
@@ -97,36 +68,20 @@ def _ulps(dtype: torch.dtype) -> float:
 def check_shape_dtype_device(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """Output has the input's shape, dtype and device, for every device and float dtype, in
     training and in eval mode; the input is never modified in place. Exact (probability 0)."""
-    for device, dtype in _cases():
-        x = _positive((4, 3, 5), device, dtype, seed=1)
-        before = x.clone()
-        for training in (True, False):
-            out = _call(dropout, x, p, training, _generator(device, 0))
-            where = f"dropout(x of {dtype} on {device.type}, p={p}, training={training})"
-            expect(
-                out.shape == x.shape and out.dtype == x.dtype and out.device == x.device,
-                f"{where} gave shape {tuple(out.shape)}, {out.dtype} on {out.device}",
-                "keep the input's shape, dtype and device: draw the mask with "
-                "device=x.device and compute in x's dtype (no .float(), no .cpu()).",
-            )
-            expect(
-                torch.equal(x, before),
-                f"{where} modified its input in place",
-                "never write into x (no x *= ..., no x[mask] = 0): return a new tensor.",
-            )
+    contract.check_shape_dtype_device(dropout, p, (4, 3, 5))
 
 
 def check_values_zero_or_scaled(dropout: Callable[..., Any], p: float, seed: int = 1) -> None:
     """In training every output element is 0 or x / (1 - p) (to a few ulps of the dtype), and
     both occur. Exact given n = 4096 elements per dtype: a correct dropout with 0 < p < 1 yields
     only zeros or no zeros with probability p^n + (1-p)^n < 1e-180."""
-    for device, dtype in _cases():
-        x = _positive((64, 64), device, dtype, seed=2)
-        out = _call(dropout, x, p, True, _generator(device, seed))
+    for device, dtype in device_dtype_cases():
+        x = positive((64, 64), device, dtype, seed=2)
+        out = _call(dropout, x, p, True, generator_on(device, seed))
         where = f"dropout(x of {dtype} on {device.type}, p={p})"
         wanted = x.double() / (1.0 - p)
         kept = out != 0
-        close = (out.double() - wanted).abs() <= _ulps(dtype) * wanted.abs()
+        close = (out.double() - wanted).abs() <= ulps(dtype) * wanted.abs()
         bad = kept & ~close
         if bool(bad.any()):
             fail(
@@ -153,12 +108,12 @@ def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
     about p +- 0.005, hundreds of standard deviations away from keeping with probability p
     (dropping 1 - p) or not dropping at all.
     """
-    cases = _cases()
+    cases = device_dtype_cases()
     budget = DEFAULT_FALSE_FAILURE / len(cases)
     lo, hi = binomial_count_bounds(n, p, budget)
     for device, dtype in cases:
-        x = _positive((n,), device, dtype, seed=3)
-        out = _call(dropout, x, p, True, _generator(device, seed))
+        x = positive((n,), device, dtype, seed=3)
+        out = _call(dropout, x, p, True, generator_on(device, seed))
         dropped = int((out == 0).sum().item())
         expect(
             lo <= dropped <= hi,
@@ -182,11 +137,11 @@ def check_mean_preserved(dropout: Callable[..., Any], p: float, n: int = 200_000
     the mean for p = 0.2 and about 2% for p = 0.7 (float32 rounding moves the sum by less than
     1e-6 of it); no rescaling is off by p, scaling by 1/p by a factor (1 - p)/p.
     """
-    cases = _cases((torch.float64, torch.float32))
+    cases = device_dtype_cases((torch.float64, torch.float32))
     budget = DEFAULT_FALSE_FAILURE / len(cases)
     for device, dtype in cases:
-        x = _positive((n,), device, dtype, seed=15)
-        out = _call(dropout, x, p, True, _generator(device, seed))
+        x = positive((n,), device, dtype, seed=15)
+        out = _call(dropout, x, p, True, generator_on(device, seed))
         x64 = x.double()
         width = hoeffding_half_width(float((x64 / (1.0 - p)).square().sum()), budget)
         got, wanted = float(out.double().sum()), float(x64.sum())
@@ -213,11 +168,11 @@ def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: i
     probability below 2^-1000 (exact in practice).
     """
     q = p * p + (1 - p) * (1 - p)
-    cases = _cases((torch.float32, torch.float64))
+    cases = device_dtype_cases((torch.float32, torch.float64))
     budget = DEFAULT_FALSE_FAILURE / (2 * len(cases))
     for device, dtype in cases:
-        x = _positive((512, 256), device, dtype, seed=4)
-        gen = _generator(device, seed)
+        x = positive((512, 256), device, dtype, seed=4)
+        gen = generator_on(device, seed)
         first = _call(dropout, x, p, True, gen) == 0
         second = _call(dropout, x, p, True, gen) == 0
         where = f"dropout on {dtype} on {device.type} (p={p})"
@@ -243,91 +198,32 @@ def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: i
 def check_generator(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """With a generator: the same seed gives the same output, and the global RNG state (CPU and
     CUDA) is untouched, on every device and float dtype. Exact (probability 0)."""
-    for device, dtype in _cases():
-        x = _positive((32, 32), device, dtype, seed=6)
-        cpu_state = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
-        a = _call(dropout, x, p, True, _generator(device, 123))
-        b = _call(dropout, x, p, True, _generator(device, 123))
-        where = f"dropout on {dtype} on {device.type} with a generator"
-        expect(
-            torch.equal(a, b),
-            f"{where}: the same seed gave different outputs",
-            "draw all randomness from `generator` (e.g. torch.rand(..., generator=generator, "
-            "device=x.device)).",
-        )
-        untouched = torch.equal(torch.get_rng_state(), cpu_state) and (
-            cuda_state is None or all(torch.equal(s, t) for s, t in
-                                      zip(torch.cuda.get_rng_state_all(), cuda_state, strict=True))
-        )
-        expect(
-            untouched,
-            f"{where} changed the global random state",
-            "when a generator is given use only it: no torch.manual_seed, no torch.rand "
-            "without generator=.",
-        )
+    contract.check_generator(dropout, p, (32, 32))
 
 
 def check_eval_and_p0_identity(dropout: Callable[..., Any]) -> None:
     """training=False (any p) and p=0 return the input's values unchanged, on every device and
     dtype. Exact (probability 0)."""
-    for device, dtype in _cases():
-        x = _positive((16, 16), device, dtype, seed=7) - 1.0
-        for p, training in ((0.3, False), (0.9, False), (0.0, True)):
-            out = _call(dropout, x, p, training, _generator(device, 0))
-            expect(
-                torch.equal(out, x),
-                f"dropout(x of {dtype} on {device.type}, p={p}, training={training}) "
-                "changed the values",
-                "in eval mode (training=False) and for p = 0 dropout is the identity: "
-                "no mask and no scaling (inverted dropout scales only in training).",
-            )
+    contract.check_eval_and_p0_identity(dropout, (16, 16))
 
 
 def check_p_one(dropout: Callable[..., Any]) -> None:
     """p = 1 gives all zeros, with no NaN, and a zero (not NaN) gradient, on every device and
     float dtype. Exact."""
-    for device, dtype in _cases():
-        x = (_positive((8, 8), device, dtype, seed=8) - 1.0).requires_grad_(True)
-        out = _call(dropout, x, 1.0, True, _generator(device, 0))
-        expect(
-            not bool(torch.isnan(out).any()) and bool((out == 0).all()),
-            f"dropout(x of {dtype} on {device.type}, p=1) gave "
-            f"{short_repr(out.flatten()[:4].tolist())}...",
-            "p = 1 drops everything: return zeros without computing x / (1 - p) = x / 0.",
-        )
-        if out.requires_grad:
-            out.sum().backward()
-            expect(
-                x.grad is not None and not bool(torch.isnan(x.grad).any())
-                and bool((x.grad == 0).all()),
-                f"the gradient of dropout(x of {dtype} on {device.type}, p=1) is not all zeros",
-                "with p = 1 no unit passes, so no gradient passes: avoid 0 * inf = NaN.",
-            )
+    contract.check_p_one(dropout, (8, 8))
 
 
 def check_invalid_p(dropout: Callable[..., Any]) -> None:
     """p outside [0, 1], NaN, infinite or not a real number raises ValueError naming p, also
     when training=False, for tensors on every device in float32 and float64. Exact."""
-    for (device, dtype), p, training in itertools.product(
-        _cases((torch.float32, torch.float64)), INVALID_P, (True, False)
-    ):
-        x = torch.ones(4, device=device, dtype=dtype)
-        err = expect_raises(dropout, (x, p), ValueError, f"p={p!r} is not a probability",
-                            kwargs={"training": training})
-        expect(
-            "p" in str(err),
-            f"{describe_call(dropout, (x, p), {'training': training})} raised "
-            f"ValueError({str(err)!r}), which does not name p",
-            "say which argument is wrong, e.g. ValueError(f'p must be in [0, 1], got {p}').",
-        )
+    contract.check_invalid_p(dropout, (4,))
 
 
 def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
                             device: torch.device, dtype: torch.dtype, where: str) -> None:
     """Run ``apply`` on a fresh x that requires grad; its gradient must be upstream * mask /
     (1 - p), with the mask read off the output (a zero output is a dropped unit: x is never 0)."""
-    x = _positive((40, 30), device, dtype, seed=9).requires_grad_(True)
+    x = positive((40, 30), device, dtype, seed=9).requires_grad_(True)
     out = apply(x)
     expect(
         isinstance(out, torch.Tensor) and out.requires_grad,
@@ -335,7 +231,7 @@ def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
         "use differentiable torch operations: no .detach(), .numpy() or torch.tensor(...) "
         "of the result.",
     )
-    upstream = _positive(tuple(x.shape), device, dtype, seed=10)
+    upstream = positive(tuple(x.shape), device, dtype, seed=10)
     out.backward(upstream)
     wanted = upstream * (out != 0).to(dtype) / (1.0 - p)
     expect(
@@ -349,9 +245,9 @@ def _expect_masked_gradient(apply: Callable[[torch.Tensor], Any], p: float,
 def check_gradient(dropout: Callable[..., Any], p: float = 0.3) -> None:
     """The gradient with respect to x is upstream * mask / (1 - p), in float64 and float32 on
     every device, and the output is part of the autograd graph. Exact to 1e-5 relative."""
-    for device, dtype in _cases((torch.float64, torch.float32)):
+    for device, dtype in device_dtype_cases((torch.float64, torch.float32)):
         _expect_masked_gradient(
-            lambda x, d=device: _call(dropout, x, p, True, _generator(d, 2)),
+            lambda x, d=device: _call(dropout, x, p, True, generator_on(d, 2)),
             p, device, dtype, f"dropout(x of {dtype} on {device.type}, p={p})",
         )
 
@@ -386,9 +282,9 @@ def check_dropout_module(module_class: type[torch.nn.Module], p: float = 0.3) ->
            "define extra_repr(self) returning a string such as 'p=0.3'.")
     for bad in (-0.5, 1.5, float("nan")):
         expect_raises(module_class, (bad,), ValueError, f"p={bad} is not a probability")
-    for device, dtype in _cases((torch.float32, torch.float64)):
+    for device, dtype in device_dtype_cases((torch.float32, torch.float64)):
         moved = run_student(module.to, device)
-        x = _positive((64, 64), device, dtype, seed=11)
+        x = positive((64, 64), device, dtype, seed=11)
         where = f"{name}({p}) on x of {dtype} on {device.type}"
         run_student(moved.train)
         out = run_student(moved, x)

@@ -12,7 +12,7 @@ import nbformat
 
 from autograder.grade import COURSE_ROOT, grade
 
-ASSIGNMENTS = ["ex01_overfitting", "ex02_dropout_mechanics"]
+ASSIGNMENTS = ["ex01_overfitting", "ex02_dropout_mechanics", "ex03_dropout_variants"]
 
 
 def write_submissions(assignment: str, folder: Path) -> dict[str, float]:

@@ -1,0 +1,55 @@
+"""Tensor helpers shared by the exercises' checks: test inputs, generators, device/dtype cases.
+
+Every tensor check draws its inputs from here, so "every available device" and "every float
+dtype" mean the same thing in every exercise (:mod:`autograder.checks.devices` decides which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .core import expect, run_student
+from .devices import available_devices, float_dtypes
+
+__all__ = ["call_tensor_fn", "device_dtype_cases", "generator_on", "positive", "ulps"]
+
+
+def positive(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+             seed: int) -> torch.Tensor:
+    """Values in [0.5, 1.5), drawn on the CPU from ``seed`` (the same on every device): never
+    zero, so a zero in a dropout's output can only be a dropped unit."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5).to(device, dtype)
+
+
+def generator_on(device: torch.device, seed: int) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def device_dtype_cases(dtypes: tuple[torch.dtype, ...] | None = None
+          ) -> list[tuple[torch.device, torch.dtype]]:
+    """(device, dtype) pairs a check runs on: every available device, and ``dtypes`` (default:
+    every float dtype of :func:`float_dtypes` for that device)."""
+    return [(device, dtype) for device in available_devices()
+            for dtype in (dtypes or float_dtypes(device))]
+
+
+def ulps(dtype: torch.dtype, count: float = 4.0) -> float:
+    """Relative tolerance of ``count`` units in the last place of ``dtype``."""
+    return count * torch.finfo(dtype).eps
+
+
+def call_tensor_fn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Call a student's function; the result must be a tensor."""
+    out = run_student(fn, *args, **kwargs)
+    name = getattr(fn, "__name__", "the function")
+    expect(
+        isinstance(out, torch.Tensor),
+        f"{name} returned a {type(out).__name__}, not a torch.Tensor",
+        "build the output with torch operations (no NumPy) so autograd and devices work.",
+    )
+    return out
