@@ -592,7 +592,7 @@ def dropblock_no_block_check(x, p, block_size, training=True, generator=None):
     p = _validate(p)
     if (same := _identity_or_zeros(x, p, training)) is not None:
         return same
-    return dropblock_conv(x, p, max(1, min(int(block_size), min(x.shape[-2:]))), training,
+    return dropblock_conv(x, p, max(1, min(int(block_size), *x.shape[-2:])), training,
                           generator)
 
 
