@@ -94,6 +94,28 @@ def test_index_and_every_toc_page_are_built(book: Path) -> None:
         assert (book / f"{entry}.html").is_file(), f"{entry} is in _toc.yml but was not built"
 
 
+def raw_markdown_tables(html: str) -> list[str]:
+    """Lines of a page's visible text (code blocks left out) that are Markdown table syntax: a
+    table a cell printed with display(Markdown(...)) that was not rendered as a table."""
+    soup = BeautifulSoup(html, "html.parser")
+    for block in soup.find_all(["pre", "code", "script", "style"]):
+        block.decompose()
+    return [line.strip() for line in soup.get_text("\n").splitlines()
+            if re.search(r"\|\s*:?-{3,}:?\s*\|", line)]
+
+
+def test_raw_table_detector_catches_an_unrendered_table() -> None:
+    page = "<p>| a | b |\n|---|---|\n| 1 | 2 |</p><pre>rows = ['|---|']</pre>"
+    assert raw_markdown_tables(page) == ["|---|---|"]
+    assert raw_markdown_tables("<table><tr><td>1</td></tr></table><pre>|---|</pre>") == []
+
+
+def test_tables_printed_by_code_are_rendered(book: Path) -> None:
+    """Tables that chapter code prints as Markdown show up as HTML tables, not as |---| text."""
+    for page in sorted((book / "chapters").glob("*.html")):
+        assert raw_markdown_tables(page.read_text(encoding="utf-8")) == [], page.name
+
+
 def test_remote_load_detector_catches_remote_assets() -> None:
     """The detector used below finds each kind of remote load (so its silence means something)."""
     page = """<html><head><script src="https://cdn.example/x.js"></script>
