@@ -108,7 +108,7 @@ def _expect_some_of_each(kept: torch.Tensor, where: str, hint: str) -> None:
 
 def _expect_fresh_masks(first: torch.Tensor, second: torch.Tensor, where: str) -> None:
     expect(not torch.equal(first, second),
-           f"{where}: two calls with the same generator dropped exactly the same units",
+           f"{where}: two calls in a row dropped exactly the same units",
            "draw a fresh random mask on every call; do not store or reseed a mask.")
 
 
@@ -816,7 +816,8 @@ def check_mc_statistics(mc_dropout_predict: Callable[..., Any], p: float,
     a whole number (it counts the ones); std is the standard deviation of those n_samples
     values (divisor n or n - 1: both accepted; exact to 1e-4); and the total count of ones is
     Binomial(n_samples * 2000, 1 - p) (exact tails). False-failure probability 1e-6 for the whole
-    check, split over its device/dtype cases."""
+    check, split over its device/dtype cases (every std is 0 for a correct answer with probability
+    below 1e-20000)."""
     cases = device_dtype_cases(_FLOATS)
     budget = DEFAULT_FALSE_FAILURE / len(cases)
     for device, dtype in cases:
@@ -833,6 +834,8 @@ def check_mc_statistics(mc_dropout_predict: Callable[..., Any], p: float,
                    "the output's shape, dtype and device.")
             expect(not t.requires_grad, f"{where}: {name} is part of an autograd graph",
                    "sample under torch.no_grad().")
+        expect(bool((std > 0).any()), f"{where}: every std is 0, so dropout was not on",
+               _MC_HINT)
         ones = mean.double() * n_samples
         expect(bool(((ones - ones.round()).abs() <= 1e-4).all()),
                f"{where}: n_samples * mean is not a whole number (e.g. "
