@@ -8,6 +8,7 @@ machine that has only Python, torch, numpy and pytest, such as the GPU machine.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,21 @@ def test_cells(assignment: str, hidden: bool | None = None) -> list[tuple[str, s
 
 # pytest must not collect the helper above as a test because of its name.
 test_cells.__test__ = False  # type: ignore[attr-defined]
+
+
+def task_of(grade_id: str, tasks: Iterable[str]) -> str:
+    """The task a test cell belongs to: its grade id is ``test_<task>_...`` for one of ``tasks``
+    (the longest such key, so 'np_forward' is not taken for 'np')."""
+    matches = [task for task in tasks if grade_id.startswith(f"test_{task}_")]
+    if not matches:
+        raise LookupError(f"{grade_id!r} names none of the tasks {sorted(tasks)}")
+    return max(matches, key=len)
+
+
+def cells_of_task(task: str, cells: list[tuple[str, str]], tasks: Iterable[str]
+                  ) -> list[tuple[str, str]]:
+    """The (grade_id, source) test cells of one task, visible and hidden, in notebook order."""
+    return [(gid, src) for gid, src in cells if task_of(gid, tasks) == task]
 
 
 def run_test_cell(source: str, namespace: dict[str, Any]) -> None:

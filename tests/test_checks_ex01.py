@@ -11,12 +11,15 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import notebook_code
 import numpy as np
 import pytest
 import torch
 from notebook_code import (
+    HINT,
     answers_namespace,
     load_solution_namespace,
     not_written,
@@ -31,7 +34,6 @@ from autograder.checks import ex01
 from autograder.demo.ex01_overfitting import STUDENTS
 
 ASSIGNMENT = "ex01_overfitting"
-HINT = "What to check"
 #: task key used in the test cells' grade ids (test_<task>_visible) -> function name
 TASKS = {
     "split": "train_val_split",
@@ -41,6 +43,8 @@ TASKS = {
 }
 ALL_TEST_CELLS = test_cells(ASSIGNMENT)
 CELL_IDS = [grade_id for grade_id, _ in ALL_TEST_CELLS]
+task_of = partial(notebook_code.task_of, tasks=TASKS)
+cells_of_task = partial(notebook_code.cells_of_task, cells=ALL_TEST_CELLS, tasks=TASKS)
 
 
 # --------------------------------------------------------------------------- fixtures, helpers
@@ -61,16 +65,6 @@ def student_namespace(student: str) -> dict[str, Any]:
 def ada() -> dict[str, Any]:
     """Namespace with the demo answers of ada_correct."""
     return student_namespace("ada_correct")
-
-
-def task_of(grade_id: str) -> str:
-    """'test_split_hidden' -> 'split'."""
-    return grade_id.split("_")[1]
-
-
-def cells_of_task(task: str) -> list[tuple[str, str]]:
-    """Visible and hidden test cells of one task."""
-    return [(gid, src) for gid, src in ALL_TEST_CELLS if task_of(gid) == task]
 
 
 def cell_failures(task: str, namespace: dict[str, Any]) -> dict[str, AssertionError]:

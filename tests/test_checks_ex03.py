@@ -19,8 +19,10 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
+import notebook_code
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,8 @@ TASKS = {
 }
 ALL_TEST_CELLS = test_cells(ASSIGNMENT)
 CELL_IDS = [grade_id for grade_id, _ in ALL_TEST_CELLS]
+task_of = partial(notebook_code.task_of, tasks=TASKS)
+cells_of_task = partial(notebook_code.cells_of_task, cells=ALL_TEST_CELLS, tasks=TASKS)
 CALIBRATION_SEEDS = int(os.environ.get("COURSE_CALIBRATION_SEEDS", "200"))
 ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772
 
@@ -61,14 +65,6 @@ ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772
 def reference() -> dict[str, Any]:
     """Namespace of the setup cell plus the reference solutions."""
     return load_solution_namespace(ASSIGNMENT)
-
-
-def task_of(grade_id: str) -> str:
-    return next(task for task in TASKS if grade_id.startswith(f"test_{task}_"))
-
-
-def cells_of_task(task: str) -> list[tuple[str, str]]:
-    return [(gid, src) for gid, src in ALL_TEST_CELLS if task_of(gid) == task]
 
 
 def _validate(p: object) -> float:

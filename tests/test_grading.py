@@ -75,13 +75,19 @@ def test_ex03_per_test_scores(courses: Path) -> None:
                rows["dee_correct"].items() if key.startswith("test_"))
 
 
-def test_ex03_feedback_explains_a_hidden_failure(courses: Path) -> None:
-    """The BatchNorm pitfall is explained in the feedback, without any check's code."""
-    html = (courses / EX03 / "feedback" / "eli_partial" / EX03 / f"{EX03}.html").read_text("utf-8")
+@pytest.mark.parametrize(("assignment", "student", "explained", "hidden_check"), [
+    (EX02, "cal_keeps_p", "kept values are not x / (1 - p)", "check_drop_fraction"),
+    (EX03, "eli_partial", "model.train()", "check_spatial_statistics"),  # the BatchNorm pitfall
+])
+def test_feedback_explains_a_hidden_failure(assignment: str, student: str, explained: str,
+                                            hidden_check: str, courses: Path) -> None:
+    """A failed test says what was measured and what to check, without any hidden test code."""
+    feedback = courses / assignment / "feedback" / student / assignment
+    html = (feedback / f"{assignment}.html").read_text("utf-8")
     assert "What to check" in html
-    assert "model.train()" in html
+    assert explained in html
     assert "BEGIN HIDDEN TESTS" not in html
-    assert "check_spatial_statistics" not in html
+    assert hidden_check not in html
 
 
 def test_per_test_scores_say_what_failed(demo: Path) -> None:
@@ -109,15 +115,6 @@ def test_no_feedback_shows_secrets(assignment: str, courses: Path) -> None:
         submitted = submitted / f"{assignment}.ipynb"
         own = frozenset(line.strip() for line in readable_text(submitted).splitlines())
         assert find_leaks(feedback / student, own_lines=own) == {}, student
-
-
-def test_ex02_feedback_explains_a_hidden_failure(courses: Path) -> None:
-    """A failed hidden statistics test says what was measured and what to check, without code."""
-    html = (courses / EX02 / "feedback" / "cal_keeps_p" / EX02 / f"{EX02}.html").read_text("utf-8")
-    assert "What to check" in html
-    assert "kept values are not x / (1 - p)" in html
-    assert "BEGIN HIDDEN TESTS" not in html
-    assert "check_drop_fraction" not in html
 
 
 def test_feedback_explains_hidden_failures(demo: Path) -> None:

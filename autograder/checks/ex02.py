@@ -24,6 +24,7 @@ import torch
 from . import contract
 from .core import expect, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
+from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
 from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
 from .tensors import device_dtype_cases, generator_on, positive, ulps
 
@@ -110,19 +111,13 @@ def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
     """
     cases = device_dtype_cases()
     budget = DEFAULT_FALSE_FAILURE / len(cases)
-    lo, hi = binomial_count_bounds(n, p, budget)
     for device, dtype in cases:
         x = positive((n,), device, dtype, seed=3)
         out = _call(dropout, x, p, True, generator_on(device, seed))
-        dropped = int((out == 0).sum().item())
-        expect(
-            lo <= dropped <= hi,
-            f"dropout(x of {n} elements, {dtype} on {device.type}, p={p}) dropped {dropped} "
-            f"({dropped / n:.4f}); a correct dropout drops between {lo} and {hi} "
-            f"(false-failure probability {budget:.2g})",
-            "p is the probability of DROPPING a unit: keep with probability 1 - p, e.g. "
-            "torch.rand(..., generator=generator) >= p.",
-        )
+        expect_drop_count(out == 0, p, budget,
+                          f"dropout(x of {n} elements, {dtype} on {device.type}, p={p})",
+                          "p is the probability of DROPPING a unit: keep with probability "
+                          "1 - p, e.g. torch.rand(..., generator=generator) >= p.")
 
 
 def check_mean_preserved(dropout: Callable[..., Any], p: float, n: int = 200_000,
@@ -167,32 +162,20 @@ def check_masks_independent(dropout: Callable[..., Any], p: float = 0.4, seed: i
     fixed stripe pattern lands hundreds of sigma outside. Two calls give the same mask with
     probability below 2^-1000 (exact in practice).
     """
-    q = p * p + (1 - p) * (1 - p)
     cases = device_dtype_cases((torch.float32, torch.float64))
-    budget = DEFAULT_FALSE_FAILURE / (2 * len(cases))
+    budget = DEFAULT_FALSE_FAILURE / len(cases)
     for device, dtype in cases:
         x = positive((512, 256), device, dtype, seed=4)
         gen = generator_on(device, seed)
         first = _call(dropout, x, p, True, gen) == 0
         second = _call(dropout, x, p, True, gen) == 0
         where = f"dropout on {dtype} on {device.type} (p={p})"
-        expect(
-            not torch.equal(first, second),
-            f"{where}: two calls with the same generator dropped exactly the same units",
-            "draw a fresh random mask on every call; do not store or reseed a mask.",
+        expect_fresh_masks(first, second, where)
+        expect_independent_neighbours(
+            first, p, budget, where, {"rows": 0, "columns": 1},
+            "draw one independent random number per element (a mask of x's full shape), "
+            "not one per row, per column or per batch.",
         )
-        for axis, (a, b) in {"rows": (first[0::2, :], first[1::2, :]),
-                             "columns": (first[:, 0::2], first[:, 1::2])}.items():
-            n = a.numel()
-            lo, hi = binomial_count_bounds(n, q, budget)
-            agree = int((a == b).sum().item())
-            expect(
-                lo <= agree <= hi,
-                f"{where}: neighbouring {axis} agree on {agree} of {n} units; independent "
-                f"units agree on {lo}..{hi} (false-failure probability {budget:.2g})",
-                "draw one independent random number per element (a mask of x's full shape), "
-                "not one per row, per column or per batch.",
-            )
 
 
 def check_generator(dropout: Callable[..., Any], p: float = 0.3) -> None:

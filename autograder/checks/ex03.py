@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import contract
 from .core import expect, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
-from .masks import expect_drop_count, expect_independent_neighbours
+from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
 from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
 from .tensors import call_tensor_fn, device_dtype_cases, generator_on, positive, ulps
 
@@ -104,12 +104,6 @@ def _expect_scaled(out: torch.Tensor, wanted: torch.Tensor, kept: torch.Tensor, 
 def _expect_some_of_each(kept: torch.Tensor, where: str, hint: str) -> None:
     expect(bool(kept.any()) and not bool(kept.all()),
            f"{where}: {'nothing' if not kept.any() else 'everything'} was kept", hint)
-
-
-def _expect_fresh_masks(first: torch.Tensor, second: torch.Tensor, where: str) -> None:
-    expect(not torch.equal(first, second),
-           f"{where}: two calls in a row dropped exactly the same units",
-           "draw a fresh random mask on every call; do not store or reseed a mask.")
 
 
 def _expect_all_or_nothing(out: torch.Tensor, wanted: torch.Tensor, unit_dims: tuple[int, ...],
@@ -187,7 +181,7 @@ def check_spatial_statistics(spatial_dropout: Callable[..., Any], p: float,
         expect_independent_neighbours(dropped, p, 2 * budget, where,
                                       {"samples": 0, "channels": 1}, _SPATIAL_HINT)
         again = contract.apply(spatial_dropout, x, p, True, gen)
-        _expect_fresh_masks(out == 0, again == 0, where)
+        expect_fresh_masks(out == 0, again == 0, where)
 
 
 # --------------------------------------------------------------------------- alpha dropout
@@ -411,7 +405,7 @@ def check_locked_statistics(locked_dropout: Callable[..., Any], p: float, seed: 
         expect_drop_count(dropped, p, budget, where, _LOCKED_HINT)
         expect_independent_neighbours(dropped, p, 2 * budget, where,
                                       {"samples": 0, "features": 1}, _LOCKED_HINT)
-        _expect_fresh_masks(out == 0, contract.apply(locked_dropout, x, p, True, gen) == 0, where)
+        expect_fresh_masks(out == 0, contract.apply(locked_dropout, x, p, True, gen) == 0, where)
 
 
 # --------------------------------------------------------------------------- DropConnect
@@ -524,7 +518,7 @@ def check_dropconnect_forward(cls: type[torch.nn.Module], p: float, seed: int = 
                    f"{where}: the batch's rows were not all computed with the same masked "
                    "weight", "draw one mask per forward call (over the weight), not one per "
                    "example and not over the inputs.")
-            _expect_fresh_masks(out, second, where)
+            expect_fresh_masks(out, second, where)
             run_student(layer.eval)
             plain = call_tensor_fn(layer, x)
             wanted = F.linear(x, layer.weight, layer.bias)

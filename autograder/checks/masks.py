@@ -12,7 +12,17 @@ import torch
 from .core import expect
 from .stats import binomial_count_bounds
 
-__all__ = ["expect_drop_count", "expect_independent_neighbours"]
+__all__ = ["expect_drop_count", "expect_fresh_masks", "expect_independent_neighbours"]
+
+
+def _expect_binomial(count: int, n: int, prob: float, budget: float, what: str,
+                     hint: str) -> None:
+    """``count`` of n independent Bernoulli(prob) events must lie in the exact binomial interval
+    that it leaves with probability at most ``budget``; ``what`` starts the failure message."""
+    lo, hi = binomial_count_bounds(n, prob, budget)
+    expect(lo <= count <= hi,
+           f"{what}; a correct answer gives {lo}..{hi} (false-failure probability {budget:.2g})",
+           hint)
 
 
 def expect_drop_count(dropped: torch.Tensor, p: float, budget: float, where: str,
@@ -21,13 +31,9 @@ def expect_drop_count(dropped: torch.Tensor, p: float, budget: float, where: str
     exact binomial interval that a correct mask leaves with probability at most ``budget``."""
     n = dropped.numel()
     count = int(dropped.sum().item())
-    lo, hi = binomial_count_bounds(n, p, budget)
-    expect(
-        lo <= count <= hi,
-        f"{where} dropped {count} of {n} ({count / n:.4f}); a correct answer drops between {lo} "
-        f"and {hi} (expected fraction {p:.4f}; false-failure probability {budget:.2g})",
-        hint,
-    )
+    _expect_binomial(count, n, p, budget,
+                     f"{where} dropped {count} of {n} ({count / n:.4f}, expected fraction "
+                     f"{p:.4f})", hint)
 
 
 def expect_independent_neighbours(dropped: torch.Tensor, p: float, budget: float, where: str,
@@ -43,13 +49,15 @@ def expect_independent_neighbours(dropped: torch.Tensor, p: float, budget: float
         size = dropped.shape[axis] // 2 * 2
         even = dropped.narrow(axis, 0, size).unfold(axis, 2, 2)
         agree = even[..., 0] == even[..., 1]
-        n = agree.numel()
         count = int(agree.sum().item())
-        lo, hi = binomial_count_bounds(n, q, share)
-        expect(
-            lo <= count <= hi,
-            f"{where}: neighbouring {name} were dropped together (or apart) in {count} of {n} "
-            f"pairs; independent masks agree in {lo}..{hi} (false-failure probability "
-            f"{share:.2g})",
-            hint,
-        )
+        _expect_binomial(count, agree.numel(), q, share,
+                         f"{where}: neighbouring {name} agree (both dropped or both kept) in "
+                         f"{count} of {agree.numel()} pairs", hint)
+
+
+def expect_fresh_masks(first: torch.Tensor, second: torch.Tensor, where: str) -> None:
+    """Two calls in a row must not drop exactly the same units (``first``/``second``: the dropped
+    indicators, or the outputs). Exact in practice: the checks call it on thousands of units."""
+    expect(not torch.equal(first, second),
+           f"{where}: two calls in a row dropped exactly the same units",
+           "draw a fresh random mask on every call; do not store or reseed a mask.")
