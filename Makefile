@@ -52,7 +52,7 @@ calibrate: $(STAMP)
 PY ?= $(BIN)/python
 test-cuda:
 	COURSE_DEVICES=cpu,cuda $(PY) -m pytest -p no:cacheprovider \
-		tests/test_checks_ex02.py tests/test_checks_ex03.py
+		tests/test_checks_ex02.py tests/test_checks_ex03.py tests/test_checks_ex04.py
 
 LAB_DIR ?= exercises
 LAB_ARGS ?=

@@ -174,3 +174,16 @@ def expect_some_cell_fails(cells: list[tuple[str, str]], namespace: dict[str, An
     failures = cell_failures(cells, namespace)
     assert failures, "no test cell caught this wrong answer"
     assert all(HINT in str(err) for err in failures.values())
+
+
+def task_answers(table: dict[str, list[Any]]) -> list[tuple[str, Any]]:
+    """Flatten {task: [answer, ...]} into (task, answer) pairs for pytest.mark.parametrize."""
+    return [(task, answer) for task, answers in table.items() for answer in answers]
+
+
+def answer_id(value: Any) -> str:
+    """A readable parametrize id: an answer's function name, or the task key."""
+    return getattr(value, "__name__", str(value))
+
+
+CUDA_ONLY = "this bug only shows on a CUDA device; on the CPU the answer is correct"

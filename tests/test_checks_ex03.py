@@ -27,7 +27,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from notebook_code import (
+    CUDA_ONLY,
     HINT,
+    answer_id,
     answers_namespace,
     cell_failures,
     expect_some_cell_fails,
@@ -35,6 +37,7 @@ from notebook_code import (
     not_written,
     run_cell_cleanly,
     run_test_cell,
+    task_answers,
     test_cells,
 )
 
@@ -350,7 +353,7 @@ CORRECT = {
 
 @pytest.mark.parametrize(("task", "answer"), [(t, a) for t, answers in CORRECT.items()
                                               for a in answers],
-                         ids=lambda v: getattr(v, "__name__", v))
+                         ids=answer_id)
 def test_other_correct_answer_passes(task: str, answer: Any, reference: dict[str, Any],
                                      device: str) -> None:
     namespace = {**reference, TASKS[task]: answer}
@@ -926,23 +929,19 @@ WRONG = {
 WRONG_CUDA = {"spatial": [spatial_mask_on_cpu]}
 
 
-def _params(table: dict[str, list[Any]]) -> list[tuple[str, Any]]:
-    return [(task, answer) for task, answers in table.items() for answer in answers]
-
-
-@pytest.mark.parametrize(("task", "answer"), _params(WRONG),
-                         ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize(("task", "answer"), task_answers(WRONG),
+                         ids=answer_id)
 def test_wrong_answer_fails(task: str, answer: Any, reference: dict[str, Any],
                             device: str) -> None:
     expect_some_cell_fails(cells_of_task(task), {**reference, TASKS[task]: answer})
 
 
-@pytest.mark.parametrize(("task", "answer"), _params(WRONG_CUDA),
-                         ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize(("task", "answer"), task_answers(WRONG_CUDA),
+                         ids=answer_id)
 def test_wrong_answer_fails_on_cuda(task: str, answer: Any, reference: dict[str, Any],
                                     device: str) -> None:
     if device != "cuda":
-        pytest.skip("this bug only shows on a CUDA device; on the CPU the answer is correct")
+        pytest.skip(CUDA_ONLY)
     expect_some_cell_fails(cells_of_task(task), {**reference, TASKS[task]: answer})
 
 

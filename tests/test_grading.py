@@ -14,13 +14,16 @@ from course import ROOT, find_leaks, readable_text, run
 from autograder.demo.ex01_overfitting import EXPECTED as EX01_EXPECTED
 from autograder.demo.ex02_dropout_mechanics import EXPECTED as EX02_EXPECTED
 from autograder.demo.ex03_dropout_variants import EXPECTED as EX03_EXPECTED
+from autograder.demo.ex04_misconceptions import EXPECTED as EX04_EXPECTED
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_overfitting"
 EX02 = "ex02_dropout_mechanics"
 EX03 = "ex03_dropout_variants"
-EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED, EX03: EX03_EXPECTED}
-MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 14.0, EX03: 24.0}
+EX04 = "ex04_misconceptions"
+EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED, EX03: EX03_EXPECTED,
+            EX04: EX04_EXPECTED}
+MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 14.0, EX03: 24.0, EX04: 21.0}
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +78,24 @@ def test_ex03_per_test_scores(courses: Path) -> None:
                rows["dee_correct"].items() if key.startswith("test_"))
 
 
+def test_ex04_per_test_scores(courses: Path) -> None:
+    """Exercise 4: each misconception costs exactly its task's cells; the three written answers
+    wait for a grader (blank), worth 6 of the 21 points."""
+    rows = read_csv(courses / EX04 / "scores_by_test.csv")
+    hal, ivy, gus = rows["hal_partial"], rows["ivy_classic_bugs"], rows["gus_correct"]
+    assert (hal["test_evaluate_visible"], hal["test_evaluate_hidden"]) == ("0.0", "0.0")
+    assert (hal["test_enable_visible"], hal["test_enable_hidden"]) == ("1.0", "2.0")
+    assert (ivy["test_counts_visible"], ivy["test_counts_hidden"]) == ("1.0", "0.0")
+    assert (ivy["test_scale_visible"], ivy["test_scale_hidden"]) == ("0.0", "1.0")
+    assert all(gus[f"written_answer_{part}"] == "" for part in "abc")
+    assert all(value.endswith(".0") and value != "0.0" for key, value in gus.items()
+               if key.startswith("test_"))
+
+
 @pytest.mark.parametrize(("assignment", "student", "explained", "hidden_check"), [
     (EX02, "cal_keeps_p", "kept values are not x / (1 - p)", "check_drop_fraction"),
     (EX03, "eli_partial", "model.train()", "check_spatial_statistics"),  # the BatchNorm pitfall
+    (EX04, "ivy_classic_bugs", "expected 783, got 844", "check_counts_invalid"),  # buffers counted
 ])
 def test_feedback_explains_a_hidden_failure(assignment: str, student: str, explained: str,
                                             hidden_check: str, courses: Path) -> None:

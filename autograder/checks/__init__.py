@@ -5,7 +5,7 @@ Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(.
 whose message says what is wrong and what to check.
 """
 
-from . import contract, core, devices, ex01, ex02, ex03, masks, stats, tensors
+from . import contract, core, devices, ex01, ex02, ex03, ex04, masks, modules, stats, tensors
 from .core import (
     describe_call,
     expect,
@@ -24,11 +24,13 @@ __all__ = [
     "ex01",
     "ex02",
     "ex03",
+    "ex04",
     "expect",
     "expect_equal",
     "expect_raises",
     "fail",
     "masks",
+    "modules",
     "passed",
     "run_student",
     "stats",

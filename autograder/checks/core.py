@@ -18,6 +18,7 @@ __all__ = [
     "expect_equal",
     "expect_raises",
     "fail",
+    "not_written_error",
     "passed",
     "run_student",
 ]
@@ -82,7 +83,7 @@ def expect(condition: bool, what: str, hint: str) -> None:
         fail(what, hint)
 
 
-def _not_written(call: str) -> AssertionError:
+def not_written_error(call: str) -> AssertionError:
     """The failure for a stub that still raises NotImplementedError."""
     return AssertionError(
         f"{call} raised NotImplementedError: this function is not written yet.\n"
@@ -104,7 +105,7 @@ def run_student(
     try:
         return call_quietly(fn, args, kwargs)
     except NotImplementedError:
-        raise _not_written(call) from None
+        raise not_written_error(call) from None
     except Exception as err:
         raise AssertionError(
             f"{call} raised {type(err).__name__}: {err}\n  What to check: {hint}"
@@ -144,7 +145,7 @@ def expect_raises(
     except errors as err:
         return err
     except NotImplementedError:
-        raise _not_written(call) from None
+        raise not_written_error(call) from None
     except Exception as err:
         raise AssertionError(
             f"{call} should raise {names} ({why}), but raised {type(err).__name__}: {err}\n"

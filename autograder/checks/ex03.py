@@ -22,8 +22,7 @@ The functions under test (the exercise's contract):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,6 +32,14 @@ from . import contract
 from .core import expect, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
 from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
+from .modules import (
+    ForwardRecorder,
+    changed_modes,
+    check_modes_restored_on_error,
+    dropout_family,
+    module_modes,
+    seeded,
+)
 from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
 from .tensors import call_tensor_fn, device_dtype_cases, generator_on, positive, ulps
 
@@ -415,16 +422,6 @@ _CONNECT_HINT = ("in training draw one Bernoulli keep-mask of the weight's shape
                  "F.linear, and add the bias unchanged; in eval use the plain weight.")
 
 
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed the global RNG (CPU and CUDA) for a module without a generator argument, and restore
-    the caller's random state afterwards."""
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
 def _dropconnect_layer(cls: type[torch.nn.Module], in_features: int, out_features: int,
                        p: float, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """The student's layer on ``device`` in ``dtype``, with positive weights (so a zero in the
@@ -499,7 +496,7 @@ def check_dropconnect_forward(cls: type[torch.nn.Module], p: float, seed: int = 
         x = torch.cat([torch.eye(in_f, device=device, dtype=dtype), rows])
         where = f"DropConnectLinear({in_f}, {out_f}, p={p}) on {dtype} on {device.type}"
         run_student(layer.train)
-        with _seeded(seed), torch.no_grad():
+        with seeded(seed), torch.no_grad():
             out = call_tensor_fn(layer, x)
             second = call_tensor_fn(layer, x)
         expect(out.shape == (len(x), out_f) and out.dtype == dtype and out.device == x.device,
@@ -538,7 +535,7 @@ def check_dropconnect_statistics(cls: type[torch.nn.Module], p: float, seed: int
     for device, dtype in cases:
         layer = _dropconnect_layer(cls, 512, 256, p, device, dtype)
         run_student(layer.train)
-        with _seeded(seed), torch.no_grad():
+        with seeded(seed), torch.no_grad():
             out = call_tensor_fn(layer, torch.eye(512, device=device, dtype=dtype))
             dropped = _effective_weight(layer, out, 512).abs() < 0.5 * layer.weight.T.abs()
         where = f"DropConnectLinear(512, 256, p={p}) on {dtype} on {device.type}"
@@ -557,7 +554,7 @@ def check_dropconnect_gradient(cls: type[torch.nn.Module], p: float, seed: int =
         run_student(layer.train)
         x = torch.eye(in_f, device=device, dtype=dtype)
         upstream = positive((in_f, out_f), device, dtype, seed=13)
-        with _seeded(seed):
+        with seeded(seed):
             out = call_tensor_fn(layer, x)
         where = f"DropConnectLinear({in_f}, {out_f}, p={p}) on {dtype} on {device.type}"
         expect(out.requires_grad, f"{where}: the output does not require grad",
@@ -751,18 +748,6 @@ _MC_HINT = ("do not use model.train(): it also puts BatchNorm in training mode. 
             "and restore every module's original training flag in a `finally:` block.")
 
 
-def _dropout_family() -> tuple[type[torch.nn.Module], ...]:
-    from autograder.layers import Dropout
-
-    nn = torch.nn
-    return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-            nn.FeatureAlphaDropout, Dropout)
-
-
-def _modes(model: torch.nn.Module) -> dict[str, bool]:
-    return {name: module.training for name, module in model.named_modules()}
-
-
 def _predict(fn: Callable[..., Any], model: torch.nn.Module, x: torch.Tensor, n_samples: int,
              where: str) -> tuple[torch.Tensor, torch.Tensor]:
     result = run_student(fn, model, x, n_samples=n_samples)
@@ -773,27 +758,9 @@ def _predict(fn: Callable[..., Any], model: torch.nn.Module, x: torch.Tensor, n_
     return result
 
 
-class _Recorder:
-    """Forward hooks on every leaf module: record (module name, training flag, grad enabled)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.calls: list[tuple[str, bool, bool]] = []
-        self.handles = [module.register_forward_hook(self._hook(name))
-                        for name, module in model.named_modules() if not list(module.children())]
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
-            self.calls.append((name, module.training, torch.is_grad_enabled()))
-        return hook
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
 def _bn_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Sequential:
     nn = torch.nn
-    with _seeded(19):
+    with seeded(19):
         model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
                               nn.Linear(16, 3))
     with torch.no_grad():
@@ -819,7 +786,7 @@ def check_mc_statistics(mc_dropout_predict: Callable[..., Any], p: float,
         x = torch.full((8, 250), 1.0 - p, device=device, dtype=dtype)
         where = f"mc_dropout_predict(Dropout({p}), x of {dtype} on {device.type}, " \
                 f"n_samples={n_samples})"
-        with _seeded(seed):
+        with seeded(seed):
             mean, std = _predict(mc_dropout_predict, model, x, n_samples, where)
         for name, t in (("mean", mean), ("std", std)):
             expect(t.shape == x.shape and t.dtype == dtype and t.device == x.device,
@@ -866,78 +833,41 @@ def check_mc_modes(mc_dropout_predict: Callable[..., Any]) -> None:
             if start == "mixed":
                 model[1].eval()
                 model[3].eval()
-            before = _modes(model)
+            before = module_modes(model)
             stats = [t.clone() for t in model[1].buffers()]
-            recorder = _Recorder(model)
+            recorder = ForwardRecorder(model)
             where = f"mc_dropout_predict on a model with BatchNorm ({dtype} on {device.type}, " \
                     f"model in {start} mode)"
             try:
                 _mean, std = _predict(mc_dropout_predict, model, x, 20, where)
             finally:
                 recorder.remove()
-            wrong = {name for name, training, _ in recorder.calls
-                     if training != isinstance(model.get_submodule(name), _dropout_family())}
+            wrong = {name for name, training, _, _ in recorder.calls
+                     if training != isinstance(model.get_submodule(name), dropout_family())}
             expect(recorder.calls != [] and not wrong,
                    f"{where}: during sampling {sorted(wrong)} had the wrong mode (only dropout "
                    "modules may be in training mode)", _MC_HINT)
-            expect(not any(grad for _, _, grad in recorder.calls),
+            expect(not any(grad for _, _, grad, _ in recorder.calls),
                    f"{where}: the model ran with autograd on", "sample under torch.no_grad().")
             expect(all(torch.equal(a, b) for a, b in zip(stats, model[1].buffers(), strict=True)),
                    f"{where} changed BatchNorm's running statistics",
                    "do not call model.train(): it puts BatchNorm in training mode, which "
                    "updates its running statistics. " + _MC_HINT)
-            after = _modes(model)
-            changed = sorted(name or "(the model)" for name in before
-                             if before[name] != after[name])
+            after = module_modes(model)
+            changed = changed_modes(before, after)
             expect(not changed, f"{where}: afterwards {changed} had a different mode than before",
                    _MC_HINT)
             expect(bool((std > 0).any()), f"{where}: every std is 0, so dropout was not on",
                    _MC_HINT)
 
 
-class _Failing(torch.nn.Module):
-    """Raises on its first forward call (a model that breaks during sampling)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("this model fails on its first forward pass")
-        return x
-
-
 def check_mc_restores_on_error(mc_dropout_predict: Callable[..., Any]) -> None:
     """When the model raises during sampling, the error reaches the caller and every module's
     mode is restored (train-mode and eval-mode starts, every device). Exact."""
-    for device in available_devices():
-        for start in (True, False):
-            nn = torch.nn
-            model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5),
-                                  _Failing()).to(device).train(start)
-            before = _modes(model)
-            where = (f"mc_dropout_predict on a model that raises ({device.type}, model in "
-                     f"{'train' if start else 'eval'} mode)")
-            try:
-                mc_dropout_predict(model, torch.ones(3, 4, device=device), n_samples=5)
-            except NotImplementedError:
-                raise AssertionError("mc_dropout_predict raised NotImplementedError: this "
-                                     "function is not written yet.\n  What to check: replace "
-                                     "`raise NotImplementedError()` with your code.") from None
-            except Exception:  # the model's error (or another) reached the caller: expected
-                raised = True
-            else:
-                raised = False
-            expect(raised, f"{where}: the model's error was swallowed",
-                   "let the model's exception propagate (use try/finally, not try/except).")
-            after = _modes(model)
-            changed = sorted(name or "(the model)" for name in before
-                             if before[name] != after[name])
-            expect(not changed, f"{where}: afterwards {changed} had a different mode",
-                   "restore the original modes in a `finally:` block so they come back even "
-                   "when the model raises.")
+    check_modes_restored_on_error(
+        mc_dropout_predict,
+        lambda fn, model, device: fn(model, torch.ones(3, 4, device=device), n_samples=5),
+        failing_call=1, what="mc_dropout_predict")
 
 
 def check_mc_dropout_family(mc_dropout_predict: Callable[..., Any]) -> None:
@@ -948,7 +878,7 @@ def check_mc_dropout_family(mc_dropout_predict: Callable[..., Any]) -> None:
     shapes = {"Dropout1d": (4, 6, 5), "Dropout2d": (4, 6, 5, 5), "Dropout3d": (4, 6, 3, 3, 3),
               "FeatureAlphaDropout": (4, 6, 5, 5)}
     for device in available_devices():
-        for layer_class in _dropout_family():
+        for layer_class in dropout_family():
             name = layer_class.__name__
             if layer_class.__module__.startswith("autograder"):
                 name = "the course's Dropout"

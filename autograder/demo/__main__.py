@@ -12,7 +12,12 @@ import nbformat
 
 from autograder.grade import COURSE_ROOT, grade
 
-ASSIGNMENTS = ["ex01_overfitting", "ex02_dropout_mechanics", "ex03_dropout_variants"]
+ASSIGNMENTS = [
+    "ex01_overfitting",
+    "ex02_dropout_mechanics",
+    "ex03_dropout_variants",
+    "ex04_misconceptions",
+]
 
 
 def write_submissions(assignment: str, folder: Path) -> dict[str, float]:

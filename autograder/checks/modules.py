@@ -1,0 +1,162 @@
+"""Helpers for checks that run a student's code on a whole ``torch.nn.Module``: which modules
+count as dropout, every submodule's train/eval flag, forward hooks that record how each module
+ran, and seeding for modules that draw from the global random generator.
+
+Shared by the Monte Carlo checks of Exercise 3 and the evaluation/MC checks of Exercise 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .core import expect, not_written_error
+from .devices import available_devices
+
+__all__ = [
+    "FailsOnCall",
+    "ForwardRecorder",
+    "ModelSnapshot",
+    "changed_modes",
+    "check_modes_restored_on_error",
+    "dropout_family",
+    "module_modes",
+    "seeded",
+]
+
+
+def dropout_family() -> tuple[type[torch.nn.Module], ...]:
+    """The module types that are dropout: torch.nn's dropout family and the course's
+    ``Dropout`` (which deliberately does not subclass ``torch.nn.Dropout``)."""
+    from autograder.layers import Dropout
+
+    nn = torch.nn
+    return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout, Dropout)
+
+
+def module_modes(model: torch.nn.Module) -> dict[str, bool]:
+    """{submodule name: training flag} for the model and every submodule ('' is the model)."""
+    return {name: module.training for name, module in model.named_modules()}
+
+
+def changed_modes(before: dict[str, bool], after: dict[str, bool]) -> list[str]:
+    """Names of the modules whose flag differs between two :func:`module_modes` snapshots."""
+    return sorted(name or "(the model)" for name in before if before[name] != after.get(name))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed the global RNG (CPU and CUDA) for a module without a generator argument, and restore
+    the caller's random state afterwards."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+class ForwardRecorder:
+    """Forward hooks on every leaf module. ``calls`` records, per forward call, (module name,
+    training flag, autograd enabled, number of rows of the first input)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.calls: list[tuple[str, bool, bool, int]] = []
+        self.handles = [module.register_forward_hook(self._hook(name))
+                        for name, module in model.named_modules() if not list(module.children())]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, inputs: Any, _output: Any) -> None:
+            first = inputs[0] if inputs else None
+            rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else 0
+            self.calls.append((name, module.training, torch.is_grad_enabled(), rows))
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def __enter__(self) -> ForwardRecorder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.remove()
+
+
+class ModelSnapshot:
+    """A copy of everything about a model that reading it must not change: parameter values and
+    ``requires_grad`` flags, buffers (e.g. BatchNorm's running statistics) and every module's
+    train/eval flag. :meth:`changes` says what differs now."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.parameters = {n: (p.detach().clone(), p.requires_grad)
+                           for n, p in model.named_parameters(remove_duplicate=False)}
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self.modes = module_modes(model)
+
+    def changes(self, model: torch.nn.Module) -> list[str]:
+        """What differs between the model now and the snapshot, in words (empty: nothing)."""
+        found = []
+        now = dict(model.named_parameters(remove_duplicate=False))
+        if now.keys() != self.parameters.keys():
+            found.append("the set of parameters")
+        elif any(not torch.equal(now[n].detach(), v) for n, (v, _) in self.parameters.items()):
+            found.append("parameter values")
+        elif any(now[n].requires_grad != g for n, (_, g) in self.parameters.items()):
+            found.append("requires_grad flags")
+        buffers = dict(model.named_buffers())
+        if buffers.keys() != self.buffers.keys() or any(
+                not torch.equal(buffers[n], b) for n, b in self.buffers.items()):
+            found.append("buffers (e.g. BatchNorm's running statistics)")
+        modes = changed_modes(self.modes, module_modes(model))
+        if modes:
+            found.append(f"the train/eval mode of {modes}")
+        return found
+
+
+class FailsOnCall(torch.nn.Module):
+    """The identity, except that forward call number ``failing_call`` raises RuntimeError (a
+    model that breaks in the middle of a loop)."""
+
+    def __init__(self, failing_call: int = 1) -> None:
+        super().__init__()
+        self.failing_call = failing_call
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.failing_call:
+            raise RuntimeError(f"this model fails on forward call {self.failing_call}")
+        return x
+
+
+def check_modes_restored_on_error(fn: Callable[..., Any], call: Callable[..., Any],
+                                  failing_call: int, what: str) -> None:
+    """``call(fn, model, device)`` runs the student's ``fn`` on a model with BatchNorm and dropout
+    whose forward call ``failing_call`` raises. The error must reach the caller and every module's
+    mode must be restored (train-mode and eval-mode starts, every device). ``what`` names the
+    call in messages, e.g. "mc_dropout_predict". Exact."""
+    nn = torch.nn
+    for device in available_devices():
+        for start in (True, False):
+            model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5),
+                                  FailsOnCall(failing_call)).to(device).train(start)
+            before = module_modes(model)
+            where = (f"{what} on a model that raises on forward call {failing_call} "
+                     f"({device.type}, model in {'train' if start else 'eval'} mode)")
+            try:
+                call(fn, model, device)
+            except NotImplementedError:
+                raise not_written_error(what) from None
+            except Exception:  # the model's error (or another) reached the caller: expected
+                raised = True
+            else:
+                raised = False
+            expect(raised, f"{where}: the model's error was swallowed",
+                   "let the model's exception propagate (use try/finally, not try/except).")
+            changed = changed_modes(before, module_modes(model))
+            expect(not changed, f"{where}: afterwards {changed} had a different mode",
+                   "restore the original modes in a `finally:` block so they come back even "
+                   "when the model raises.")
