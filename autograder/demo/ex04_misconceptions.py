@@ -149,8 +149,8 @@ _WRITTEN_A = "False: the count is 19,210 at every rate. Dropout switches off abo
              "256 hidden units in each step at p = 0.5, but no parameter disappears."
 _WRITTEN_B = "The buggy loop leaves dropout on, so every run drops other units. MC dropout keeps " \
              "it on on purpose, with BatchNorm in eval mode."
-_WRITTEN_C = "0.2 and 0.5 helped the wide net equally, every rate hurt the narrow one: the best " \
-             "rate depends on the model and the data, so sweep it on validation data."
+_WRITTEN_C = "0.2 helped the wide net, 0.5 was inconclusive, every rate hurt the narrow one: the " \
+             "best rate depends on the model and the data, so sweep it on validation data."
 
 _WRITTEN = {"written_answer_a": _WRITTEN_A, "written_answer_b": _WRITTEN_B,
             "written_answer_c": _WRITTEN_C}
