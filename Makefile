@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book test test-quick calibrate test-cuda lab release grade-demo grade lint clean
+.PHONY: help venv book test test-quick calibrate test-cuda time-dropout lab release grade-demo grade lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-quick  the fast tier: checks library, notebooks, style (no book build)"
 	@echo "make calibrate   the random checks over SEEDS=5000 seeds (zero failures allowed)"
 	@echo "make test-cuda   the checks' tests with CUDA required (needs only torch, numpy, pytest)"
+	@echo "make time-dropout [ARGS=\"--device cuda --quick\"]  time a training step with/without dropout"
 	@echo "make lab         students: JupyterLab on exercises/ with nbgrader's Validate button"
 	@echo "make release     instructors: regenerate exercises/ from solutions/"
 	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions"
@@ -54,6 +55,11 @@ test-cuda:
 	COURSE_DEVICES=cpu,cuda $(PY) -m pytest -p no:cacheprovider \
 		tests/test_checks_ex02.py tests/test_checks_ex03.py tests/test_checks_ex04.py
 
+# Chapter 4's timing script: needs only Python, torch and numpy (PY=python3 on a GPU machine).
+ARGS ?=
+time-dropout:
+	$(PY) chapters/_scripts/time_dropout.py $(ARGS)
+
 LAB_DIR ?= exercises
 LAB_ARGS ?=
 lab: $(STAMP)
@@ -69,7 +75,7 @@ grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
 
 lint: $(STAMP)
-	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext
+	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext chapters/_scripts
 
 clean:
 	rm -rf _build
