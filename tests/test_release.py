@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from course import (
     ASSIGNMENTS,
+    DISTINCTIVE_LENGTH,
     EXERCISES,
     ROOT,
     SOLUTIONS,
     find_leaks,
     release_notebook,
     run,
+    secret_lines,
     source_notebook,
 )
 
@@ -92,6 +94,41 @@ def test_exercises_hold_no_solution_or_hidden_test(assignment: str) -> None:
         assert marker not in text
     assert find_leaks(EXERCISES / assignment) == {}
 
+
+
+def _message_texts(module: Path) -> list[str]:
+    """Every string literal in a module (adjacent literals already joined by the parser) and
+    every ``"a" + "b"`` chain of literals, as the text a failure message may show."""
+    texts: list[str] = []
+
+    def fold(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left, right = fold(node.left), fold(node.right)
+            if left is not None and right is not None:
+                return left + right
+        return None
+
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        text = fold(node)
+        if text is not None:
+            texts.append(text)
+        elif isinstance(node, ast.JoinedStr):
+            texts.append("".join(str(v.value) for v in node.values if isinstance(v, ast.Constant)))
+    return texts
+
+
+def test_check_messages_quote_no_solution_line() -> None:
+    """No hint or message in the checks library spells out a solution or hidden-test line:
+    feedback files show these messages to students."""
+    secrets = [s for s in secret_lines() if len(s) >= DISTINCTIVE_LENGTH]
+    assert secrets, "the secret-line finder found nothing"
+    quoted = {(module.name, secret)
+              for module in sorted((ROOT / "autograder" / "checks").glob("*.py"))
+              for text in _message_texts(module)
+              for secret in secrets if secret in " ".join(text.split())}
+    assert quoted == set()
 
 def _last_statement_is_passed(source: str) -> bool:
     body = ast.parse(source).body

@@ -33,6 +33,7 @@ from .core import expect, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
 from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
 from .modules import (
+    DROPOUT_FAMILY_HINT,
     ForwardRecorder,
     changed_modes,
     check_modes_restored_on_error,
@@ -887,9 +888,7 @@ def check_mc_dropout_family(mc_dropout_predict: Callable[..., Any]) -> None:
             where = f"mc_dropout_predict on a model with {name} ({device.type})"
             _mean, std = _predict(mc_dropout_predict, model, x, 40, where)
             expect(bool((std > 0).any()), f"{where}: every std is 0: {name} was not switched on",
-                   "recognise every dropout module: isinstance(m, (torch.nn.Dropout, "
-                   "torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, "
-                   "torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout, Dropout)).")
+                   "recognise every dropout module: " + DROPOUT_FAMILY_HINT + ".")
             expect(not any(m.training for m in model.modules()),
                    f"{where}: the model was left in training mode", _MC_HINT)
 

@@ -30,6 +30,7 @@ import torch
 from .core import describe_call, expect, expect_equal, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
 from .modules import (
+    DROPOUT_FAMILY_HINT,
     ForwardRecorder,
     ModelSnapshot,
     changed_modes,
@@ -460,11 +461,9 @@ def _mc_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     return model.to(device, dtype)
 
 
-_MC_HINT = ("call model.eval() first, then .train() on every module that is a dropout layer: "
-            "isinstance(module, (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, "
-            "torch.nn.Dropout3d, torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout, "
-            "Dropout)), which also covers their subclasses. Never model.train(): BatchNorm "
-            "would use batch statistics and update its running ones.")
+_MC_HINT = ("call model.eval() first, then .train() on every module that is a dropout layer; "
+            + DROPOUT_FAMILY_HINT + ". Never model.train(): BatchNorm would use batch "
+            "statistics and update its running ones.")
 
 
 def _enabled_names(fn: Callable[..., Any], model: torch.nn.Module, where: str) -> list[str]:
@@ -568,7 +567,7 @@ def _verdict_result(fn: Callable[..., Any], a: Any, b: Any, z: float
     result = run_student(fn, a, b, z=z)
     expect(isinstance(result, tuple) and len(result) == 3,
            f"{call} returned {short_repr(result)}; expected (mean_diff, std_err, verdict)",
-           "end with `return mean_diff, std_err, verdict`.")
+           "return the three values as one tuple, in the order (mean_diff, std_err, verdict).")
     mean, err, verdict = result
     for name, value in (("mean_diff", mean), ("std_err", err)):
         expect(isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -17,6 +17,7 @@ from .core import expect, not_written_error
 from .devices import available_devices
 
 __all__ = [
+    "DROPOUT_FAMILY_HINT",
     "FailsOnCall",
     "ForwardRecorder",
     "ModelSnapshot",
@@ -36,6 +37,14 @@ def dropout_family() -> tuple[type[torch.nn.Module], ...]:
     nn = torch.nn
     return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
             nn.FeatureAlphaDropout, Dropout)
+
+
+# Names the family without spelling out an isinstance tuple a solution may contain verbatim:
+# feedback must not show a solution line.
+DROPOUT_FAMILY_HINT = ("the dropout layers are nn.Dropout, Dropout1d, Dropout2d, Dropout3d, "
+                       "AlphaDropout and FeatureAlphaDropout from torch.nn, and the course's "
+                       "Dropout (which is not a torch.nn.Dropout subclass); test each module with "
+                       "isinstance against all seven, which also covers their subclasses")
 
 
 def module_modes(model: torch.nn.Module) -> dict[str, bool]:
