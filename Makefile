@@ -12,12 +12,13 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book test test-quick calibrate test-cuda time-dropout lab release grade-demo grade lint clean
+.PHONY: help venv book test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the fast tier: checks library, notebooks, style (no book build)"
+	@echo "make test-browser  the book and JupyterLab in headless Chromium (part of make test)"
 	@echo "make calibrate   the random checks over SEEDS=5000 seeds (zero failures allowed)"
 	@echo "make test-cuda   the checks' tests with CUDA required (needs only torch, numpy, pytest)"
 	@echo "make time-dropout [ARGS=\"--device cuda --quick\"]  time a training step with/without dropout"
@@ -36,13 +37,16 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	COURSE_BOOK_BUILD=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests -m "not slow"
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/test_browser_book.py tests/test_browser_lab.py
 
 SEEDS ?= 5000
 calibrate: $(STAMP)

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = COURSE_ROOT / "autograder"
 MARKER = ".dropout-course-grading"
@@ -134,9 +136,13 @@ def grade(
     prepare_course(out, assignment)
     problems = collect(submissions, out, assignment)
     results = {s: StudentResult(s, problems=list(p)) for s, p in problems.items()}
-    for student, result in results.items():
-        if result.problems:
-            continue
+    todo = [student for student, result in results.items() if not result.problems]
+    # A progress bar on stderr while submissions are graded (the report goes to stdout).
+    bar = tqdm(todo, desc=f"grading {assignment}", unit="submission", disable=quiet,
+               file=sys.stderr, dynamic_ncols=True)
+    for student in bar:
+        result = results[student]
+        bar.set_postfix_str(student)
         t0 = time.perf_counter()
         proc = run_nbgrader(["autograde", assignment, f"--student={student}", "--force"], out)
         result.seconds = time.perf_counter() - t0
@@ -146,7 +152,7 @@ def grade(
         elif "Timeout" in log or "timed out" in log.lower():
             result.problems.append("a cell ran past the time limit")
         if not quiet:
-            print(f"graded {student} in {result.seconds:.1f} s", flush=True)
+            bar.write(f"graded {student} in {result.seconds:.1f} s", file=sys.stdout)
     if any(r.seconds for r in results.values()):  # at least one notebook was autograded
         proc = run_nbgrader(["generate_feedback", assignment, "--force"], out)
         require_ok(proc, "generate_feedback")

@@ -36,3 +36,14 @@ def device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     """Run the test once per available device, with the checks narrowed to that device."""
     monkeypatch.setenv("COURSE_DEVICES", request.param)
     yield request.param
+
+
+@pytest.fixture(scope="session")
+def book() -> Path:
+    """The book built with the README's command (execution is cached, so a rebuild is quick);
+    shared by the book's file-level tests and its browser tests."""
+    from course import BUILD_HTML, run
+
+    proc = run(["make", "--no-print-directory", "book"], timeout=1800)
+    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return BUILD_HTML

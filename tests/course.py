@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 
 import nbformat
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
@@ -23,6 +24,23 @@ ASSIGNMENTS = sorted(p.name for p in SOLUTIONS.iterdir() if (p / f"{p.name}.ipyn
 # anywhere, even inside a longer line (e.g. in a JSON search index).
 MIN_SECRET_LENGTH = 16
 DISTINCTIVE_LENGTH = 30
+
+
+def toc_files() -> list[str]:
+    """The book's pages in table-of-contents order (paths without suffix, from the repo root)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+            walk(entry.get("chapters", []))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return files
 
 
 def source_notebook(assignment: str) -> nbformat.NotebookNode:

@@ -9,16 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from bs4 import BeautifulSoup
 from course import (
     ASSIGNMENTS,
-    BUILD_HTML,
     EXERCISES,
     ROOT,
     find_leaks,
     run,
     secret_lines,
+    toc_files,
 )
 
 pytestmark = pytest.mark.slow
@@ -34,32 +33,8 @@ CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)", re.IGNORECASE)
 CSS_IMPORT = re.compile(r"@import\s+['\"]([^'\"]+)", re.IGNORECASE)
 
 
-@pytest.fixture(scope="session")
-def book() -> Path:
-    """The book built with the README's command (execution is cached, so a rebuild is quick)."""
-    proc = run(["make", "--no-print-directory", "book"], timeout=1800)
-    assert proc.returncode == 0, f"book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return BUILD_HTML
-
-
 def html_pages(book: Path) -> list[Path]:
     return sorted(book.rglob("*.html"))
-
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries: list[dict]) -> None:
-        for entry in entries:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections", []))
-            walk(entry.get("chapters", []))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters", []))
-    return files
 
 
 def is_remote(url: str) -> bool:
@@ -240,3 +215,16 @@ def test_a_warning_fails_the_build(tmp_path: Path) -> None:
     """Warnings are errors: a reference to a missing label fails the build."""
     _mini_book(tmp_path, "# A page\n\nSee {ref}`no-such-label`.\n")
     assert _build(tmp_path).returncode != 0
+
+
+def test_long_cells_show_their_finished_progress_bar(book: Path) -> None:
+    """Every chapter's long loops show a plain-text progress bar, finished, drawn once: no half
+    bars left over from redraws, and no widget (which would need remote JavaScript)."""
+    for chapter in sorted((book / "chapters").glob("0*.html")):
+        soup = BeautifulSoup(chapter.read_text(encoding="utf-8"), "html.parser")
+        outputs = "\n".join(pre.get_text() for pre in soup.select(".cell_output pre"))
+        finished = re.findall(r"^.+: 100%\|.+\| (\d+)/\1 \[", outputs, flags=re.MULTILINE)
+        assert finished, f"{chapter.name}: no finished progress bar"
+        unfinished = re.findall(r"^.+:\s+\d{1,2}%\|", outputs, flags=re.MULTILINE)
+        assert unfinished == [], f"{chapter.name}: redrawn progress bars {unfinished[:3]}"
+        assert "jupyter-widgets" not in chapter.read_text(encoding="utf-8")

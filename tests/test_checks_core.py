@@ -350,3 +350,61 @@ def test_available_devices_refuse_a_missing_device(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("COURSE_DEVICES", "cpu,no_such_device")
     with pytest.raises(RuntimeError, match="no_such_device"):
         devices.available_devices()
+
+
+def _frame_files(tb) -> list[str]:
+    files = []
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return files
+
+
+def _failed_check() -> AssertionError:
+    """A real failure: a parameter count that forgets the biases of a 2-3 layer."""
+    import torch
+
+    from autograder.checks import ex01
+
+    with pytest.raises(AssertionError) as info:
+        ex01.check_parameter_count(lambda model: 6, torch.nn.Linear(2, 3), 9, "a 2-3 layer")
+    return info.value
+
+
+def test_failure_report_leaves_out_the_checks_library() -> None:
+    """The short traceback keeps this file's frame and the message, and drops every frame of the
+    checks library (which the full traceback has several of)."""
+    from autograder.checks.tracebacks import CHECKS_DIR, without_library_frames
+
+    err = _failed_check()
+    full = _frame_files(err.__traceback__)
+    short = _frame_files(without_library_frames(err.__traceback__))
+    assert sum(CHECKS_DIR.as_posix() in f for f in full) >= 2
+    assert short and not any(CHECKS_DIR.as_posix() in f for f in short)
+    assert short[0] == __file__
+    assert "What to check" in str(err)
+
+
+def test_notebook_kernel_shows_the_short_report(capsys: pytest.CaptureFixture[str]) -> None:
+    """In an IPython shell, importing the checks installs the short report: a failed check shows
+    the cell and the message but none of the library's source; other errors are unchanged."""
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from autograder.checks import tracebacks
+
+    shell = InteractiveShell.instance(colors="nocolor")
+    try:
+        assert tracebacks.install()
+        result = shell.run_cell("import torch\nfrom autograder.checks import ex01\n"
+                                "ex01.check_parameter_count(lambda m: 6, torch.nn.Linear(2, 3), "
+                                "9, 'a 2-3 layer')")
+        shown = capsys.readouterr().out
+        assert isinstance(result.error_in_exec, AssertionError)
+        assert "What to check" in shown and "check_parameter_count" in shown
+        assert "expect_equal(" not in shown and "checks/core.py" not in shown, shown
+        result = shell.run_cell("def f():\n    return 1 / 0\nf()")
+        assert isinstance(result.error_in_exec, ZeroDivisionError)
+        assert "return 1 / 0" in capsys.readouterr().out
+    finally:
+        InteractiveShell.clear_instance()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,12 +28,31 @@ MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 14.0, EX03: 24.0, EX04: 21.0}
 
 
 @pytest.fixture(scope="module")
-def courses(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the demo grading command once (every assignment); return its courses folder."""
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the demo grading command once (every assignment): its output folder and process."""
     out = tmp_path_factory.mktemp("demo")
     proc = run([sys.executable, "-m", "autograder.demo", "--out", str(out)], timeout=1200)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return out / "courses"
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def courses(demo_run: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    """The demo's courses folder (one course per assignment)."""
+    return demo_run[0] / "courses"
+
+
+def test_grading_shows_progress(demo_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """While grading, a progress bar per assignment counts the submissions (on stderr, so the
+    report on stdout stays clean)."""
+    _out, proc = demo_run
+    for assignment, students in EXPECTED.items():
+        done = f"{len(students)}/{len(students)}"
+        bars = [line for line in proc.stderr.replace("\r", "\n").splitlines()
+                if line.startswith(f"grading {assignment}:") and done in line]
+        assert bars, f"no finished progress bar for {assignment} in:\n{proc.stderr[-2000:]}"
+        assert f"graded {sorted(students)[0]} in" in proc.stdout
+    assert "grading ex0" not in proc.stdout
 
 
 @pytest.fixture(scope="module")

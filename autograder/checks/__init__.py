@@ -2,10 +2,24 @@
 
 Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(...)``,
 ``checks.expect_raises(...)``, ``checks.passed(...)``. Every failure is an ``AssertionError``
-whose message says what is wrong and what to check.
+whose message says what is wrong and what to check. Imported in a notebook, it shortens the
+report of a failed check to the test cell's line and that message (see ``tracebacks``).
 """
 
-from . import contract, core, devices, ex01, ex02, ex03, ex04, masks, modules, stats, tensors
+from . import (
+    contract,
+    core,
+    devices,
+    ex01,
+    ex02,
+    ex03,
+    ex04,
+    masks,
+    modules,
+    stats,
+    tensors,
+    tracebacks,
+)
 from .core import (
     describe_call,
     expect,
@@ -35,4 +49,7 @@ __all__ = [
     "run_student",
     "stats",
     "tensors",
+    "tracebacks",
 ]
+
+tracebacks.install()

@@ -1,0 +1,111 @@
+"""What readers and students expect on every page, checked in the sources (no build needed):
+chapters open with goals and prerequisites and close with a summary and their exercise; exercises
+open with how to run their tests and how they are graded; every cited paper is in the bibliography
+and every bibliography entry is cited; figures and progress bars are wired into every chapter."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from course import ASSIGNMENTS, EXERCISES, ROOT
+
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
+# Papers the course must cite where it uses them (bibtex keys in chapters/references.bib).
+REQUIRED_PAPERS = ["srivastava2014dropout", "gal2016dropout", "tompson2015efficient",
+                   "wan2013regularization", "ghiasi2018dropblock", "klambauer2017self",
+                   "li2019understanding"]
+CITE = re.compile(r"\{cite:[a-z]+\}`([^`]+)`")
+
+
+def sections(text: str) -> list[str]:
+    """The chapter's level-2 headings, in order (code cells left out)."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return re.findall(r"^## (.+)$", prose, flags=re.MULTILINE)
+
+
+def test_there_is_a_chapter_per_exercise() -> None:
+    assert [c.stem[:2] for c in CHAPTERS] == [a[2:4] for a in ASSIGNMENTS]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_opens_with_goals_and_prerequisites(chapter: Path) -> None:
+    """Before the first section: an 'In this chapter' box with what you will learn and need."""
+    text = chapter.read_text(encoding="utf-8")
+    intro = text[:text.index("\n## ")]
+    assert ":::{admonition} In this chapter" in intro
+    assert "**You will learn**" in intro and "**You need**" in intro
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_closes_with_a_summary_and_its_exercise(chapter: Path) -> None:
+    """The last section is the summary, and it links the chapter's exercise notebook."""
+    text = chapter.read_text(encoding="utf-8")
+    assert sections(text)[-1] == "Summary"
+    summary = text[text.rindex("\n## Summary"):]
+    assignment = next(a for a in ASSIGNMENTS if a[2:] == chapter.stem)
+    assert f"{{doc}}`../exercises/{assignment}/{assignment}`" in summary
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_exercise_opens_with_how_to_test_and_how_it_is_graded(assignment: str) -> None:
+    nb = json.loads((EXERCISES / assignment / f"{assignment}.ipynb").read_text(encoding="utf-8"))
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    for heading in ("**How to run the tests.**", "**How it is graded**", "**How to work.**"):
+        assert heading in first, f"{assignment}: the first cell lacks {heading}"
+
+
+def test_bibliography_holds_exactly_the_cited_papers() -> None:
+    """Every required paper is in references.bib and cited in a chapter; every entry is cited;
+    the bibliography page prints them."""
+    bib = (ROOT / "chapters" / "references.bib").read_text(encoding="utf-8")
+    entries = set(re.findall(r"^@\w+\{([^,]+),", bib, flags=re.MULTILINE))
+    cited = {key.strip() for chapter in CHAPTERS
+             for keys in CITE.findall(chapter.read_text(encoding="utf-8"))
+             for key in keys.split(",")}
+    assert set(REQUIRED_PAPERS) <= entries
+    assert set(REQUIRED_PAPERS) <= cited
+    assert cited <= entries, f"cited but not in references.bib: {cited - entries}"
+    assert entries <= cited, f"in references.bib but never cited: {entries - cited}"
+    page = (ROOT / "chapters" / "bibliography.md").read_text(encoding="utf-8")
+    assert "{bibliography}" in page
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_audits_its_figures_and_shows_progress(chapter: Path) -> None:
+    """The setup cell turns the figure audit on, the last cell enforces it, and long loops use
+    the plain-text progress bar (never a notebook widget, which would load remote JavaScript)."""
+    text = chapter.read_text(encoding="utf-8")
+    assert "\naudit_figures()" in text
+    last_cell = text[text.rindex("```{code-cell}"):]
+    assert "assert_figures_audited()" in last_cell
+    assert "progress(" in text
+    assert "tqdm.auto" not in text and "tqdm.notebook" not in text and "ipywidgets" not in text
+
+
+def test_figure_audit_reports_what_a_reader_would_miss() -> None:
+    """The audit is not vacuous: an untitled, unlabelled plot with two unlabelled-in-legend series
+    is reported, and the same plot made readable passes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chapters._scripts.figures import figure_problems
+
+    fig, (left, right) = plt.subplots(1, 2, sharey=True)
+    left.plot([0, 1], [0, 1], label="a")
+    left.plot([0, 1], [1, 0], label="b")
+    right.imshow([[0, 1], [1, 0]])
+    problems = figure_problems(fig)
+    assert any("no title" in p for p in problems)
+    assert any("no x label" in p for p in problems) and any("no y label" in p for p in problems)
+    assert any("no legend" in p for p in problems)
+    left.set(title="left", xlabel="epoch", ylabel="loss (nats)")
+    left.legend()
+    right.set_title("a mask")
+    assert figure_problems(fig) == []
+    plt.close(fig)
