@@ -130,7 +130,8 @@ def test_math_is_typeset_and_no_raw_tex_is_left(visits: dict) -> None:
 
 
 def test_every_figure_loads_with_a_size(visits: dict) -> None:
-    """Every image on every page loads (non-zero natural size) and is shown with a width."""
+    """Every image on every page loads (non-zero natural size) and is shown with a width; on a
+    phone at a legible width (scrolling sideways inside its box), not squeezed to the screen."""
     figures = 0
     for entry, seen in visits["pages"].items():
         for window, state in seen.items():
@@ -138,6 +139,9 @@ def test_every_figure_loads_with_a_size(visits: dict) -> None:
                 where = f"{entry} ({window}): {image['src']}"
                 assert image["width"] > 0 and image["height"] > 0, f"{where} did not load"
                 assert image["shown"] > 0, f"{where} has no width on the page"
+                if window == "phone":  # shrunk to a phone's width, a figure's labels are unreadable
+                    legible = min(500, image["width"])
+                    assert image["shown"] >= legible, f"{where} is {image['shown']:.0f} px wide"
         figures += len(seen["laptop"]["images"])
     assert figures >= 10, f"only {figures} figures in the whole book"
 

@@ -87,8 +87,9 @@ def test_chapter_audits_its_figures_and_shows_progress(chapter: Path) -> None:
 
 
 def test_figure_audit_reports_what_a_reader_would_miss() -> None:
-    """The audit is not vacuous: an untitled, unlabelled plot with two unlabelled-in-legend series
-    is reported, and the same plot made readable passes."""
+    """The audit is not vacuous: an untitled, unlabelled plot with two series and no legend is
+    reported, the same plot made readable passes, and colours that are not colour-blind safe are
+    reported."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,8 +98,8 @@ def test_figure_audit_reports_what_a_reader_would_miss() -> None:
     from chapters._scripts.figures import figure_problems
 
     fig, (left, right) = plt.subplots(1, 2, sharey=True)
-    left.plot([0, 1], [0, 1], label="a")
-    left.plot([0, 1], [1, 0], label="b")
+    left.plot([0, 1], [0, 1], color="#0072B2", label="a")  # Okabe-Ito blue and orange
+    left.plot([0, 1], [1, 0], color="#E69F00", label="b")
     right.imshow([[0, 1], [1, 0]])
     problems = figure_problems(fig)
     assert any("no title" in p for p in problems)
@@ -108,4 +109,10 @@ def test_figure_audit_reports_what_a_reader_would_miss() -> None:
     left.legend()
     right.set_title("a mask")
     assert figure_problems(fig) == []
+    # matplotlib's default red and green, and the jet colour map, are refused.
+    left.plot([0, 1], [0.5, 0.5], color="tab:red", label="c")
+    left.scatter([0], [0], c=[1.0], cmap="jet", label="d")
+    left.legend()
+    colours = [p for p in figure_problems(fig) if "colour-blind" in p]
+    assert len(colours) == 2 and "line 'c'" in colours[1] and "jet" in colours[0], colours
     plt.close(fig)
