@@ -17,6 +17,7 @@ import pytest
 from browser import chromium
 from course import EXERCISES, ROOT, SOLUTIONS
 from lab_server import running_lab
+from notebook_code import solution_cells, test_cells
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.slow
@@ -42,26 +43,33 @@ def notebook_cells(path: Path) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8"))["cells"]
 
 
+def positions() -> dict[str, int]:
+    """{grade id: position of its cell in the student's notebook}, the order JupyterLab shows."""
+    cells = notebook_cells(EXERCISES / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    return {c["metadata"]["nbgrader"]["grade_id"]: i for i, c in enumerate(cells)
+            if "grade_id" in c["metadata"].get("nbgrader", {})}
+
+
 def answer_cells() -> dict[int, str]:
-    """{cell index: what a student who solved it would type} for every answer cell: code cells
-    and written (Markdown) answers, which Validate requires too."""
-    source = notebook_cells(SOLUTIONS / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    answers = {}
-    for index, cell in enumerate(source):
-        if cell["metadata"].get("nbgrader", {}).get("solution"):
-            lines = "".join(cell["source"]).splitlines()
-            answers[index] = "\n".join(line for line in lines
-                                       if "BEGIN SOLUTION" not in line
-                                       and "END SOLUTION" not in line)
+    """{cell position: what a student who solved it would type} for every answer cell: the code
+    answers (the reference solution without nbgrader's marker lines) and the written (Markdown)
+    answers, which Validate requires too."""
+    where = positions()
+    answers = {where[gid]: "\n".join(line for line in source.splitlines()
+                                      if "BEGIN SOLUTION" not in line
+                                      and "END SOLUTION" not in line)
+               for gid, source in solution_cells(ASSIGNMENT)}
+    for cell in notebook_cells(SOLUTIONS / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"):
+        meta = cell["metadata"].get("nbgrader", {})
+        if cell["cell_type"] == "markdown" and meta.get("solution"):
+            answers[where[meta["grade_id"]]] = "".join(cell["source"])
     return answers
 
 
 def visible_test_cells() -> dict[int, str]:
-    """{cell index: grade id} of the test cells a student sees (hidden ones only show a comment)."""
-    cells = notebook_cells(EXERCISES / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    return {i: c["metadata"]["nbgrader"]["grade_id"] for i, c in enumerate(cells)
-            if c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get("grade")
-            and "checks." in "".join(c["source"])}
+    """{cell position: grade id} of the test cells whose tests a student sees."""
+    where = positions()
+    return {where[gid]: gid for gid, _ in test_cells(ASSIGNMENT, hidden=False)}
 
 
 def click_menu(page, menu: str, item: str) -> None:

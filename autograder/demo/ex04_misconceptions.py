@@ -59,14 +59,8 @@ def inference_scale(p, inverted):
 '''
 
 # "At inference the weights are scaled by the dropout rate p."
-_SCALE_P = '''
-def inference_scale(p, inverted):
-    if type(inverted) is not bool or isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError("p must be a number and inverted a bool")
-    if not (0 <= p < 1):
-        raise ValueError(f"p = {p!r} is not in [0, 1)")
-    return 1.0 if inverted else float(p)
-'''
+_SCALE_P = _SCALE.replace("float(1 - p)", "float(p)")
+assert _SCALE_P != _SCALE
 
 _EVALUATE = '''
 def evaluate_accuracy(model, x, y, batch_size=256):

@@ -77,7 +77,7 @@ def _axis_labelled(ax: Any, which: str) -> bool:
 def figure_problems(fig: Any) -> list[str]:
     """What a reader would miss in ``fig``, one line per problem."""
     problems = []
-    suptitle = fig._suptitle.get_text().strip() if fig._suptitle is not None else ""
+    suptitle = fig.get_suptitle().strip()
     for number, ax in enumerate(fig.axes, start=1):
         if not ax.get_visible() or not ax.has_data():
             continue
