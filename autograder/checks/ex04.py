@@ -192,12 +192,14 @@ def check_counts_invalid(count_parameters_by_rate: Callable[..., Any]) -> None:
         expect_raises(fn, (build_mlp, rates), ValueError, why)
     for rates, why in ((["0.5"], "a rate given as a string"), ([True], "a bool rate")):
         expect_raises(fn, (build_mlp, rates), TypeError, why)
-
-    def build_nothing(p: float) -> Any:
-        return f"a model with dropout {p}"
-
     expect_raises(fn, (build_nothing, [0.5]), TypeError,
                   "the builder returned a string, not a torch.nn.Module")
+
+
+def build_nothing(p: float) -> Any:
+    """A broken builder: returns a string instead of a model (module level, so that it can be
+    sent into the grading sandbox)."""
+    return f"a model with dropout {p}"
 
 
 # --------------------------------------------------------------------------- task 2: scale

@@ -67,21 +67,28 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+class _RecordingHook:
+    """A forward hook that appends (name, training, grad enabled, rows) to ``calls``. A class,
+    not a closure, so that a model carrying it can be sent into the grading sandbox."""
+
+    def __init__(self, calls: list[tuple[str, bool, bool, int]], name: str) -> None:
+        self.calls = calls
+        self.name = name
+
+    def __call__(self, module: torch.nn.Module, inputs: Any, _output: Any) -> None:
+        first = inputs[0] if inputs else None
+        rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else 0
+        self.calls.append((self.name, module.training, torch.is_grad_enabled(), rows))
+
+
 class ForwardRecorder:
     """Forward hooks on every leaf module. ``calls`` records, per forward call, (module name,
     training flag, autograd enabled, number of rows of the first input)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.calls: list[tuple[str, bool, bool, int]] = []
-        self.handles = [module.register_forward_hook(self._hook(name))
+        self.handles = [module.register_forward_hook(_RecordingHook(self.calls, name))
                         for name, module in model.named_modules() if not list(module.children())]
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, inputs: Any, _output: Any) -> None:
-            first = inputs[0] if inputs else None
-            rows = first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else 0
-            self.calls.append((name, module.training, torch.is_grad_enabled(), rows))
-        return hook
 
     def remove(self) -> None:
         for handle in self.handles:

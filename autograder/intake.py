@@ -1,0 +1,320 @@
+"""Turn what an instructor downloaded into one notebook per student, ready for grading.
+
+``gather(source, assignment, dest)`` accepts either
+
+* nbgrader's submitted layout, ``source/<student>/<assignment>/*.ipynb`` (or, tolerated,
+  ``source/<student>/*.ipynb``), or
+* an LMS download: a folder of flat files or a ``.zip``, with file names in nbgrader's
+  ``zip_collect`` convention, parsed by a named regular expression with the groups
+  ``student_id`` and ``file_id`` and optionally ``timestamp`` (the same contract as
+  ``c.FileNameCollectorPlugin.named_regexp``),
+
+and copies one notebook per student, byte for byte, to
+``dest/<student>/<assignment>/<assignment>.ipynb`` (nbgrader's submitted layout). A folder is
+read as nbgrader's layout when it holds sub-folders and no file whose name matches the LMS
+pattern. The notebook's content is not looked at: the grader validates it.
+
+Nothing in ``source`` is modified, nothing is extracted from a zip by its stored path, symbolic
+links are never followed, and no file over ``max_bytes`` is copied (zip entries are read with
+that cap, whatever their header says).
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import shutil
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The example of nbgrader's user guide ("Managing assignment files manually", zip_collect):
+# Blackboard-style names such as ps1_bitdiddle_attempt_2016-01-30-15-00-00_problem1.ipynb.
+DEFAULT_LMS_REGEX = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
+
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""What a student id (and an assignment name) must fully match: no separators, no leading dot."""
+
+NOTEBOOK_SUFFIX = ".ipynb"
+
+# What copying one submission can raise: an unreadable file (OSError); for a zip entry a bad
+# CRC (e.g. a header that lies about the size), truncated or corrupt data, encryption
+# (RuntimeError) or an unsupported compression method.
+_COPY_ERRORS = (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+                NotImplementedError)
+
+
+@dataclass
+class Intake:
+    """What ``gather`` did. Grade exactly ``notebooks``; never glob ``dest``.
+
+    A student is in at most one of ``notebooks`` and ``problems``; ``notes`` may accompany either.
+    """
+
+    notebooks: dict[str, Path] = field(default_factory=dict)
+    """Student id -> the staged copy ``dest/<student>/<assignment>/<assignment>.ipynb``."""
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    """Student id, or the raw file/entry name when no valid id could be read from it -> why it
+    cannot be graded (nothing was staged for it)."""
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    """Student id -> harmless remarks (a renamed notebook, ignored files, earlier attempts)."""
+
+    def problem(self, key: str, reason: str) -> None:
+        """Record why ``key`` (a student id or a raw name) cannot be graded."""
+        self.problems.setdefault(key, []).append(reason)
+
+    def note(self, key: str, remark: str) -> None:
+        """Record a harmless remark about student ``key``."""
+        self.notes.setdefault(key, []).append(remark)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    raw: str  # the name shown in messages: a file name, or an entry's full name in the zip
+    name: str  # the file's own name as the student gave it (an LMS name's file_id)
+    origin: Path | zipfile.ZipInfo
+    mtime: float
+    size: int  # stat's size; a zip header's is recorded but never trusted
+    stamp: tuple[int, ...] | None = None  # the LMS timestamp's numbers, when it has one
+
+    @property
+    def is_notebook(self) -> bool:
+        return self.raw.lower().endswith(NOTEBOOK_SUFFIX)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+_Copier = Callable[[_Candidate, Path, int], None]
+
+
+def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = None,
+           max_bytes: int = 50 * 2**20) -> Intake:
+    """Stage one notebook per student from ``source`` into ``dest`` in nbgrader's layout.
+
+    ``source`` is a folder in nbgrader's submitted layout, or an LMS download (a folder of
+    flat files or a ``.zip``) whose file names ``lms_regex`` parses (default
+    ``DEFAULT_LMS_REGEX``; matched from the start of the base name, like nbgrader's
+    ``FileNameCollectorPlugin``). Per student the notebook graded is, within the latest LMS
+    attempt: ``<assignment>.ipynb``; else the only notebook; else the newest one (by
+    modification time). Everything else lands in ``Intake.notes`` or ``Intake.problems``;
+    the result's dicts are sorted by key. A staged copy from an earlier run is removed before
+    a student is staged again.
+
+    Raises ValueError for an unusable ``source`` (missing, not a folder or a zip, a corrupt
+    zip), an ``assignment`` that is not a plain name, a ``lms_regex`` without the groups
+    ``student_id`` and ``file_id``, or a ``dest`` inside a ``source`` folder.
+    """
+    if not STUDENT_ID.fullmatch(assignment):
+        raise ValueError(f"invalid assignment name {assignment!r}")
+    pattern = _compile(lms_regex or DEFAULT_LMS_REGEX)
+    intake = Intake()
+    if source.is_dir():
+        if dest.resolve().is_relative_to(source.resolve()):
+            raise ValueError(f"{dest} is inside {source}: staging must not modify the source")
+        entries = _visible(source.iterdir())
+        if _is_nbgrader_layout(entries, pattern):
+            groups = _nbgrader_candidates(entries, assignment, pattern, intake)
+        else:
+            groups = _folder_candidates(entries, pattern, intake)
+        _stage_all(groups, assignment, dest, intake, _copy_file, max_bytes)
+    elif source.is_file() and zipfile.is_zipfile(source):
+        try:
+            with zipfile.ZipFile(source) as zf:
+                groups = _zip_candidates(zf, pattern, intake)
+                _stage_all(groups, assignment, dest, intake, _zip_copier(zf), max_bytes)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{source} is not a readable zip file: {exc}") from exc
+    else:
+        raise ValueError(f"{source} is neither a folder nor a zip file")
+    return Intake(*(dict(sorted(d.items())) for d in
+                    (intake.notebooks, intake.problems, intake.notes)))
+
+
+def _compile(regex: str) -> re.Pattern[str]:
+    pattern = re.compile(regex)
+    missing = {"student_id", "file_id"} - set(pattern.groupindex)
+    if missing:
+        raise ValueError(f"LMS regex {regex!r} lacks the named group(s) {sorted(missing)}")
+    return pattern
+
+
+def _hidden(name: str) -> bool:
+    # Dot files and macOS's __MACOSX/._name copies: the latter match the LMS pattern like the
+    # real file and would otherwise compete with it.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _visible(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if not _hidden(p.name))
+
+
+def _is_nbgrader_layout(entries: list[Path], pattern: re.Pattern[str]) -> bool:
+    has_folders = any(p.is_dir() and not p.is_symlink() for p in entries)
+    return has_folders and not any(p.is_file() and pattern.match(p.name) for p in entries)
+
+
+def _file_candidate(path: Path, name: str | None = None,
+                    stamp: tuple[int, ...] | None = None) -> _Candidate:
+    st = path.lstat()
+    return _Candidate(path.name, name or path.name, path, st.st_mtime, st.st_size, stamp)
+
+
+def _nbgrader_candidates(entries: list[Path], assignment: str, pattern: re.Pattern[str],
+                         intake: Intake) -> dict[str, list[_Candidate]]:
+    groups: dict[str, list[_Candidate]] = {}
+    for entry in entries:
+        if entry.is_symlink():
+            intake.problem(entry.name, "symbolic link; not followed")
+        elif entry.is_file() and entry.name.lower().endswith(NOTEBOOK_SUFFIX):
+            intake.problem(entry.name, "notebook outside any student folder; not graded")
+        elif not entry.is_dir():
+            continue
+        elif not STUDENT_ID.fullmatch(entry.name):
+            intake.problem(entry.name, f"invalid student id {entry.name!r}")
+        else:
+            folder = entry / assignment
+            if not folder.is_dir() or folder.is_symlink():
+                folder = entry  # tolerated: notebooks directly in <student>/
+            found = _student_files(entry.name, folder, intake)
+            if any(pattern.match(c.raw) for c in found):
+                # An extracted LMS download one level down: its files are many students' work.
+                intake.problem(entry.name, "holds LMS-named files; pass this folder as the source")
+            else:
+                groups[entry.name] = found
+    return groups
+
+
+def _student_files(student: str, folder: Path, intake: Intake) -> list[_Candidate]:
+    found = []
+    for path in _visible(folder.iterdir()):
+        if path.is_symlink():
+            intake.note(student, f"ignored {path.name} (symbolic link)")
+        elif path.is_file():
+            found.append(_file_candidate(path))
+    return found
+
+
+def _folder_candidates(entries: list[Path], pattern: re.Pattern[str],
+                       intake: Intake) -> dict[str, list[_Candidate]]:
+    groups: dict[str, list[_Candidate]] = {}
+    for path in entries:
+        if path.is_symlink():
+            intake.problem(path.name, "symbolic link; not followed")
+        elif path.is_file() and (parsed := _parse_lms_name(path.name, path.name, pattern, intake)):
+            student, name, stamp = parsed
+            groups.setdefault(student, []).append(_file_candidate(path, name, stamp))
+    return groups
+
+
+def _zip_candidates(zf: zipfile.ZipFile, pattern: re.Pattern[str],
+                    intake: Intake) -> dict[str, list[_Candidate]]:
+    groups: dict[str, list[_Candidate]] = {}
+    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        raw = info.filename
+        parts = [p for p in re.split(r"[/\\]", raw) if p not in ("", ".")]
+        if info.is_dir() or not parts:
+            continue
+        if raw.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:", raw):
+            intake.problem(raw, "unsafe path in zip; not extracted")
+        elif any(_hidden(p) for p in parts):
+            continue
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            intake.problem(raw, "symbolic link in zip; skipped")
+        elif parsed := _parse_lms_name(raw, parts[-1], pattern, intake):
+            student, name, stamp = parsed
+            mtime = calendar.timegm((*info.date_time, 0, 0, 0))
+            groups.setdefault(student, []).append(
+                _Candidate(raw, name, info, mtime, info.file_size, stamp))
+    return groups
+
+
+def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str],
+                    intake: Intake) -> tuple[str, str, tuple[int, ...] | None] | None:
+    """(student, the file's own name, timestamp) from an LMS file name, or None to skip it."""
+    match = pattern.match(base)
+    groups = match.groupdict() if match else {}
+    student, file_id = groups.get("student_id"), groups.get("file_id")
+    if not student or file_id is None:
+        # Only a notebook that cannot be attributed is a loss worth reporting.
+        if base.lower().endswith(NOTEBOOK_SUFFIX):
+            intake.problem(raw, f"file name does not match the LMS pattern {pattern.pattern}")
+        return None
+    if not STUDENT_ID.fullmatch(student):
+        intake.problem(raw, f"invalid student id {student!r}")
+        return None
+    # As nbgrader's zip_collect does: file_id's stem plus the real file's extension.
+    name = os.path.splitext(os.path.basename(file_id))[0] + os.path.splitext(base)[1]
+    timestamp = groups.get("timestamp")
+    # Compared as the sequence of numbers it holds: fits 2016-01-30-15-00-00 and ISO alike.
+    stamp = tuple(int(n) for n in re.findall(r"\d+", timestamp)) if timestamp else None
+    return student, name, stamp
+
+
+def _pick(found: list[_Candidate], assignment: str) -> tuple[_Candidate | None, list[str]]:
+    """The notebook to grade among one student's files, and the notes that explain the choice."""
+    notes = [f"ignored {c.raw} (not a notebook)" for c in found if not c.is_notebook]
+    books = [c for c in found if c.is_notebook]
+    if not books:
+        return None, notes
+    latest = max(_attempt(c) for c in books)
+    current = [c for c in books if _attempt(c) == latest]
+    right = [c for c in current if c.name == f"{assignment}{NOTEBOOK_SUFFIX}"]
+    pool = right or current
+    chosen = max(pool, key=lambda c: (c.mtime, c.raw))
+    if not right:
+        newest = f" (the newest of {len(pool)})" if len(pool) > 1 else ""
+        notes.append(f"notebook was named {chosen.name}{newest}; graded anyway")
+    notes += [f"ignored {c.raw} (another notebook)" for c in current if c is not chosen]
+    notes += [f"ignored {c.raw} (earlier attempt)" for c in books if _attempt(c) != latest]
+    return chosen, notes
+
+
+def _attempt(c: _Candidate) -> tuple[bool, tuple[int, ...]]:
+    return c.stamp is not None, c.stamp or ()
+
+
+def _stage_all(groups: dict[str, list[_Candidate]], assignment: str, dest: Path,
+               intake: Intake, copy: _Copier, max_bytes: int) -> None:
+    for student in sorted(groups):
+        chosen, notes = _pick(groups[student], assignment)
+        for remark in notes:
+            intake.note(student, remark)
+        target = dest / student / assignment / f"{assignment}{NOTEBOOK_SUFFIX}"
+        target.unlink(missing_ok=True)
+        if chosen is None:
+            intake.problem(student, f"no notebook (.ipynb) found for {assignment}")
+            continue
+        try:
+            copy(chosen, target, max_bytes)
+        except _TooLargeError:
+            intake.problem(student, f"file too large: {chosen.raw} is over {max_bytes} bytes")
+        except _COPY_ERRORS as exc:
+            intake.problem(student, f"cannot copy {chosen.raw}: {exc}")
+        else:
+            intake.notebooks[student] = target
+
+
+def _copy_file(c: _Candidate, target: Path, max_bytes: int) -> None:
+    if c.size > max_bytes:
+        raise _TooLargeError
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(c.origin, target)
+
+
+def _zip_copier(zf: zipfile.ZipFile) -> _Copier:
+    def copy(c: _Candidate, target: Path, max_bytes: int) -> None:
+        # The header's size is not trusted: read one byte past the cap and look.
+        with zf.open(c.origin) as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise _TooLargeError
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    return copy

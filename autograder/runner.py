@@ -1,0 +1,441 @@
+"""The process that runs one submission inside the sandbox (see ``sandbox.py``).
+
+It executes the notebook's code cells (never a test cell: those stay with the grader), then
+serves the grader's requests on file descriptors 3 (in) and 4 (out): call a student's function
+or class on arguments the grader chose, step a call's autograd graph backwards, read an
+attribute of an object that stays here. Replies are plain data (``wire.py``), never pickles.
+
+Everything in this process is untrusted once the first student cell has run: the grader
+believes nothing it says except as data to check.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import re
+import sys
+import threading
+import traceback
+import types
+from collections import OrderedDict
+from typing import Any
+
+REQUESTS, REPLIES = 3, 4
+CELL_OUTPUT_LIMIT = 64 * 1024
+MAGIC = re.compile(r"^(\s*)([%!].*)$", re.MULTILINE)
+
+
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int = CELL_OUTPUT_LIMIT) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+        self.limit = limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = max(0, self.limit - self.size)
+        self.parts.append(text[:room])
+        self.size += min(room, len(text))
+        self.dropped += max(0, len(text) - room)
+        return len(text)
+
+    def value(self) -> str:
+        tail = f"\n[... {self.dropped} more characters cut]" if self.dropped else ""
+        return "".join(self.parts) + tail
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.main = types.ModuleType("__main__")
+        self.main.__dict__["__builtins__"] = builtins
+        self.main.__dict__["display"] = lambda *values: print(*values)
+        sys.modules["__main__"] = self.main
+        self.handles: dict[int, Any] = {}
+        self.handle_ids: dict[int, int] = {}
+        self.graphs: OrderedDict[int, tuple[list[Any], list[Any]]] = OrderedDict()
+        self.baseline = self._integrity_snapshot()
+
+    # ----------------------------------------------------------------- handles
+
+    def handle(self, obj: Any) -> int:
+        hid = self.handle_ids.get(id(obj))
+        if hid is None:
+            hid = len(self.handles) + 1
+            self.handles[hid] = obj
+            self.handle_ids[id(obj)] = hid
+        return hid
+
+    def encoder(self, refs: dict[int, int] | None = None) -> Any:
+        from autograder.wire import Encoder
+
+        return Encoder(refs, self.handle)
+
+    # ----------------------------------------------------------------- cells
+
+    def run_cell(self, source: str, name: str) -> dict[str, Any]:
+        out, err = CappedText(), CappedText()
+        error = None
+        code_text = MAGIC.sub(lambda m: f"{m.group(1)}pass  # {m.group(2)}", source)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            exec(compile(code_text, name, "exec"), self.main.__dict__)  # noqa: S102
+        except BaseException as exc:  # noqa: BLE001 - a student's cell may raise anything
+            error = _describe_error(exc, name)
+        finally:
+            sys.stdout, sys.stderr = saved
+        return {"stdout": out.value(), "stderr": err.value(), "error": error,
+                "cut": out.dropped + err.dropped}
+
+    def describe(self, names: list[str]) -> tuple[dict[str, Any], list[bytes]]:
+        import torch
+
+        enc = self.encoder()
+        found: dict[str, Any] = {}
+        for name in names:
+            if name not in self.main.__dict__:
+                found[name] = ["missing"]
+                continue
+            value = self.main.__dict__[name]
+            if isinstance(value, type):
+                found[name] = ["class", issubclass(value, torch.nn.Module)]
+            elif callable(value):
+                found[name] = ["function"]
+            else:
+                try:
+                    found[name] = ["value", enc.encode(value)]
+                except Exception as exc:  # noqa: BLE001
+                    found[name] = ["unsendable", f"{type(exc).__name__}: {exc}"]
+        return {"names": found}, enc.blobs
+
+    # ----------------------------------------------------------------- calls
+
+    def target(self, spec: list[Any]) -> Any:
+        if spec[0] == "name":
+            return self.main.__dict__[spec[1]]
+        obj = self.handles[spec[1]]
+        return getattr(obj, spec[2]) if len(spec) > 2 and spec[2] else obj
+
+    def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        import torch
+
+        data, grad_refs = pickle.loads(blobs[0])
+        loader = _Loader(io.BytesIO(data), self)
+        payload = loader.load()
+        memo = loader.memo.copy()
+        before = _snapshot(memo)
+        _set_rng(payload["rng"])
+        if payload.get("self_state") is not None:
+            _apply_module_state(self.handles[header["target"][1]], payload["self_state"])
+        fn = self.target(header["target"])
+        grad_inputs = [memo[k] for k in grad_refs]
+        owner = self.handles.get(header["target"][1]) if header["target"][0] == "h" else None
+        if isinstance(owner, torch.nn.Module):
+            grad_inputs += [p for _, p in owner.named_parameters() if p.requires_grad]
+        result, error = None, None
+        with torch.set_grad_enabled(bool(header.get("grad"))):
+            try:
+                result = fn(*payload["args"], **payload["kwargs"])
+            except BaseException as exc:  # noqa: BLE001 - sent back as data
+                error = _describe_error(exc, "")
+        refs = {id(obj): k for k, obj in memo.items()}
+        enc = self.encoder(refs)
+        reply: dict[str, Any] = {"error": error, "rng": enc.encode(_get_rng())}
+        if error is None:
+            reply["result"] = enc.encode(result)
+            outputs = _graph_outputs(result)
+            if outputs and grad_inputs:
+                cid = int(header["call"])
+                self.graphs[cid] = (grad_inputs, outputs)
+                while len(self.graphs) > 32:
+                    self.graphs.popitem(last=False)
+                reply["graph"] = cid
+        reply["sync"] = _changes(memo, before, enc)
+        reply["modules"] = self._module_states(enc)
+        reply["notes"] = enc.notes
+        return reply, enc.blobs
+
+    def backward(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        import torch
+
+        inputs, outputs = self.graphs[int(header["call"])]
+        grads = pickle.loads(blobs[0])
+        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
+        found = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
+                                    allow_unused=True)
+        enc = self.encoder()
+        return {"grads": [enc.encode(g) for g in found]}, enc.blobs
+
+    def getattr(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        enc = self.encoder()
+        try:
+            value = getattr(self.handles[header["handle"]], header["name"])
+            return {"value": enc.encode(value), "error": None}, enc.blobs
+        except BaseException as exc:  # noqa: BLE001
+            return {"error": _describe_error(exc, "")}, enc.blobs
+
+    def _module_states(self, enc: Any) -> dict[str, Any]:
+        import torch
+
+        return {str(hid): _describe_module(obj, enc) for hid, obj in self.handles.items()
+                if isinstance(obj, torch.nn.Module)}
+
+    # ----------------------------------------------------------------- integrity
+
+    def _integrity_snapshot(self) -> dict[str, Any]:
+        return {"builtins": {k: id(v) for k, v in vars(builtins).items()},
+                "excepthook": id(sys.excepthook), "displayhook": id(sys.displayhook)}
+
+    def integrity(self) -> dict[str, Any]:
+        """What the cells changed about the interpreter (a hint for the grader, not proof)."""
+        found = []
+        now = self._integrity_snapshot()
+        changed = sorted(k for k, v in now["builtins"].items()
+                         if self.baseline["builtins"].get(k) != v)
+        if changed:
+            found.append(f"redefined builtins {changed[:8]}")
+        for hook in ("excepthook", "displayhook"):
+            if now[hook] != self.baseline[hook]:
+                found.append(f"replaced sys.{hook}")
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            found.append("installed a trace or profile hook")
+        if threading.active_count() > 1:
+            found.append(f"left {threading.active_count() - 1} background thread(s) running")
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+        if others:
+            found.append(f"left {len(others)} other process(es) running")
+        return {"findings": found}
+
+
+class _Loader(pickle.Unpickler):
+    """Unpickles the grader's request; persistent ids name objects that live here."""
+
+    def __init__(self, stream: Any, runner: Runner) -> None:
+        super().__init__(stream)
+        self.runner = runner
+
+    def persistent_load(self, pid: Any) -> Any:
+        _tag, hid, state = pid
+        obj = self.runner.handles[hid]
+        if state is not None:
+            _apply_module_state(obj, state)
+        return obj
+
+
+def _apply_module_state(module: Any, state: dict[str, Any]) -> None:
+    """Make a module here match the grader's copy: modes, parameters, buffers."""
+    import torch
+
+    modules = dict(module.named_modules())
+    for name, flag in state["modes"].items():
+        if name in modules:
+            modules[name].training = flag
+    with torch.no_grad():
+        for name, (value, requires_grad) in state["params"].items():
+            owner, _, leaf = name.rpartition(".")
+            target = modules.get(owner)
+            if target is None:
+                continue
+            param = target._parameters.get(leaf)
+            if isinstance(param, torch.nn.Parameter):
+                param.data = value
+                param.requires_grad_(requires_grad)
+        for name, value in state["buffers"].items():
+            owner, _, leaf = name.rpartition(".")
+            if owner in modules and leaf in modules[owner]._buffers:
+                modules[owner]._buffers[leaf] = value
+
+
+def _describe_module(module: Any, enc: Any) -> dict[str, Any]:
+    plain = (bool, int, float, str, type(None))
+    try:
+        text = repr(module)
+    except Exception as exc:  # noqa: BLE001
+        text = f"<repr failed: {type(exc).__name__}>"
+    return {
+        "cls": type(module).__name__,
+        "modes": [[n, bool(m.training)] for n, m in module.named_modules()],
+        "params": [[f"{n}.{k}" if n else k, enc.encode(v)]
+                   for n, m in module.named_modules() for k, v in m._parameters.items()],
+        "buffers": [[f"{n}.{k}" if n else k, enc.encode(v)]
+                    for n, m in module.named_modules() for k, v in m._buffers.items()
+                    if v is not None],
+        "attrs": [[k, enc.encode(v)] for k, v in vars(module).items()
+                  if not k.startswith("_") and type(v) in plain and k != "training"],
+        "repr": text[:4000],
+    }
+
+
+def _graph_outputs(result: Any) -> list[Any]:
+    import torch
+
+    items = result if isinstance(result, (tuple, list)) else (result,)
+    return [t for t in items if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _snapshot(memo: dict[int, Any]) -> dict[int, Any]:
+    import numpy as np
+    import torch
+
+    shot: dict[int, Any] = {}
+    for k, obj in memo.items():
+        if isinstance(obj, torch.Tensor):
+            shot[k] = (obj.detach().clone(), obj.requires_grad)
+        elif isinstance(obj, np.ndarray):
+            shot[k] = obj.copy()
+        elif isinstance(obj, list):
+            shot[k] = list(obj)
+        elif isinstance(obj, dict):
+            shot[k] = dict(obj)
+        elif isinstance(obj, torch.Generator):
+            shot[k] = obj.get_state().clone()
+        elif isinstance(obj, np.random.Generator):
+            shot[k] = repr(obj.bit_generator.state)
+        elif _has_attributes(obj):
+            shot[k] = ("attrs", dict(vars(obj)))
+    return shot
+
+
+def _has_attributes(obj: Any) -> bool:
+    return hasattr(obj, "__dict__") and not isinstance(
+        obj, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b) or type(a) not in (bool, int, float, str, type(None)):
+        return False
+    return a == b or (type(a) is float and a != a and b != b)
+
+
+def _changes(memo: dict[int, Any], before: dict[int, Any], enc: Any) -> list[Any]:
+    """What the call changed in its arguments, as ``[kind, k, value]`` items."""
+    import numpy as np
+    import torch
+
+    out: list[Any] = []
+    for k, old in before.items():
+        obj = memo[k]
+        if isinstance(obj, torch.Tensor):
+            value, grad = old
+            if (obj.requires_grad != grad or obj.dtype != value.dtype or obj.shape != value.shape
+                    or obj.device != value.device
+                    or not torch.equal(obj.detach(), value) and not bool(
+                        (obj.detach() != obj.detach()).any())):
+                out.append(["tensor", k, enc.encode(obj.detach()), bool(obj.requires_grad)])
+        elif isinstance(obj, np.ndarray):
+            if obj.shape != old.shape or obj.dtype != old.dtype or not np.array_equal(
+                    obj, old, equal_nan=obj.dtype.kind in "fc"):
+                out.append(["array", k, enc.encode(np.array(obj))])
+        elif isinstance(obj, list):
+            if len(obj) != len(old) or any(not _same(a, b) for a, b in zip(obj, old)):
+                out.append(["list", k, enc.encode(list(obj))])
+        elif isinstance(obj, dict):
+            changed = [[enc.encode(key), enc.encode(v)] for key, v in obj.items()
+                       if key not in old or not _same(old[key], v)]
+            removed = [enc.encode(key) for key in old if key not in obj]
+            if changed or removed:
+                out.append(["dict", k, changed, removed])
+        elif isinstance(obj, torch.Generator):
+            state = obj.get_state()
+            if not torch.equal(state, old):
+                out.append(["generator", k, enc.encode(state)])
+        elif isinstance(obj, np.random.Generator):
+            if repr(obj.bit_generator.state) != old:
+                out.append(["nprng", k, enc.encode(obj.bit_generator.state)])
+        elif isinstance(old, tuple) and old[0] == "attrs":
+            now, was = vars(obj), old[1]
+            changed = [[key, enc.encode(v)] for key, v in now.items()
+                       if isinstance(key, str) and (key not in was or not _same(was[key], v))]
+            removed = [key for key in was if key not in now]
+            if changed or removed:
+                out.append(["attrs", k, changed, removed])
+    return out
+
+
+def _get_rng() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(tuple(state["numpy"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _describe_error(exc: BaseException, cell_name: str) -> dict[str, Any]:
+    bases = [k.__name__ for k in type(exc).__mro__ if k.__module__ == "builtins"]
+    frames = traceback.extract_tb(exc.__traceback__)
+    student = [f for f in frames if f.filename.startswith("<cell")]
+    lines = traceback.format_list(student[-6:])
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001
+        message = "<the error's message could not be shown>"
+    return {"type": type(exc).__name__[:100], "bases": bases, "message": message[:4000],
+            "traceback": "".join(lines)[-6000:]}
+
+
+def serve() -> None:
+    from autograder.wire import WireError, read_frame, write_frame
+
+    runner = Runner()
+    while True:
+        try:
+            header, blobs = read_frame(REQUESTS)
+        except WireError:
+            return
+        op = header.get("op")
+        try:
+            if op == "cell":
+                reply, out = runner.run_cell(header["source"], header["name"]), []
+            elif op == "describe":
+                reply, out = runner.describe(header["names"])
+            elif op == "call":
+                reply, out = runner.call(header, blobs)
+            elif op == "backward":
+                reply, out = runner.backward(header, blobs)
+            elif op == "getattr":
+                reply, out = runner.getattr(header)
+            elif op == "integrity":
+                reply, out = runner.integrity(), []
+            elif op == "bye":
+                write_frame(REPLIES, {"ok": True})
+                return
+            else:
+                reply, out = {"fault": f"unknown request {op!r}"}, []
+        except BaseException as exc:  # noqa: BLE001 - report, keep serving
+            reply, out = {"fault": f"{type(exc).__name__}: {exc}"[:4000]}, []
+        write_frame(REPLIES, reply, out)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    serve()
+    os._exit(0)

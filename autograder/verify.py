@@ -1,0 +1,521 @@
+"""Grade one submission: its code runs in the sandbox, its tests run here, in a trusted process.
+
+:func:`grade_submission` reads the student's notebook as plain JSON (nothing in it runs here),
+compares the locked cells with the released ones (edits are flagged), runs the setup cells and
+the student's code cells in a sandbox (``sandbox.py``), then runs every test cell *from the
+instructor's source notebook* (hidden tests included) in this process, with the student's names
+bound to proxies (``remote.py``). A test cell scores its points when it runs without an error.
+Hidden-test source never enters the sandbox; the feedback notebook shows only the released
+(visible) part of each test cell and each failure's message.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autograder.sandbox import Limits, Sandbox, SandboxGone, prepare_workdir
+
+MAX_NOTEBOOK_BYTES = 64 << 20
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
+HIDDEN_NOTE = "# (hidden tests ran here; their code is not shown)"
+FLAG_WORDS = ("malformed", "tampering", "timeout", "memory", "crash", "output", "processes")
+
+SUSPICIOUS = [
+    (r"get_ipython|IPython|input_transformers|ast_transformers", "reaches into the notebook kernel"),
+    (r"sys\s*\.\s*(excepthook|displayhook|settrace|setprofile|modules)|__builtins__|"
+     r"\bbuiltins\b|__import__", "changes the interpreter"),
+    (r"\bchecks\s*\.[\w.]*\s*=[^=]|setattr\s*\(\s*checks|(np|numpy|torch)\s*\.\s*testing\s*\."
+     r"[\w.]*\s*=[^=]|\bautograder\b", "redefines the course's checks or assertion helpers"),
+    (r"solutions|gradebook|autograded|nbgrader|\.ipynb|/root\b|\bsource/",
+     "reads course or grading files"),
+    (r"os\s*\.\s*(_exit|fork|system|kill|popen|exec\w*|spawn\w*|setsid)|\bsubprocess\b|"
+     r"\bmultiprocessing\b|\bctypes\b|\bsignal\s*\.", "starts processes or ends the interpreter"),
+    (r"def\s+__(eq|ne|bool|torch_function|array_ufunc|array_function|instancecheck|len|float)__",
+     "defines objects that can lie in comparisons"),
+    (r"\bsocket\b|urllib|\brequests\b|http\.client", "uses the network"),
+]
+
+
+@dataclass
+class Outcome:
+    """Everything grading one submission produced (plain data, sent back to the parent)."""
+
+    student: str
+    scores: dict[str, float | None] = field(default_factory=dict)
+    points: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    autograded: dict[str, Any] | None = None
+
+    def flag(self, word: str, reason: str) -> None:
+        reasons = self.flags.setdefault(word, [])
+        if reason not in reasons:
+            reasons.append(reason)
+
+
+@dataclass
+class Plan:
+    """The instructor's notebooks for one assignment, classified cell by cell."""
+
+    source: dict[str, Any]
+    release: dict[str, Any]
+    answers: dict[str, list[str]] = field(default_factory=dict)  # grade_id -> names it defines
+    tests: list[tuple[str, float, str]] = field(default_factory=list)  # (grade_id, points, code)
+    manual: dict[str, tuple[float, str]] = field(default_factory=dict)  # grade_id -> (points, stub)
+    setup: list[tuple[str, str]] = field(default_factory=list)  # (grade_id, code)
+    locked: dict[str, str] = field(default_factory=dict)  # grade_id -> released source
+    graded_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiments: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, source_path: Path, release_path: Path) -> Plan:
+        plan = cls(json.loads(source_path.read_text("utf-8")),
+                   json.loads(release_path.read_text("utf-8")))
+        released = {_gid(c): c for c in plan.release["cells"] if _gid(c)}
+        for cell in plan.source["cells"]:
+            meta, gid = _meta(cell), _gid(cell)
+            text = _text(cell)
+            if gid:
+                plan.graded_meta[gid] = {k: meta.get(k) for k in ("grade", "solution", "points")}
+            if cell["cell_type"] == "code" and meta.get("solution") and not meta.get("grade"):
+                plan.answers[gid] = _defined_names(text)
+            elif meta.get("grade") and not meta.get("solution"):
+                plan.tests.append((gid, float(meta.get("points", 0)), text))
+            elif meta.get("grade") and meta.get("solution"):
+                plan.manual[gid] = (float(meta.get("points", 0)), _text(released.get(gid, cell)))
+            elif cell["cell_type"] == "code" and meta.get("locked"):
+                plan.setup.append((gid, _text(released.get(gid, cell))))
+            elif cell["cell_type"] == "code" and not gid:
+                plan.experiments.add(text.strip())
+            if meta.get("locked") and gid in released:
+                plan.locked[gid] = _text(released[gid])
+        return plan
+
+    def names(self) -> list[str]:
+        return sorted({n for names in self.answers.values() for n in names})
+
+
+def _meta(cell: dict[str, Any]) -> dict[str, Any]:
+    meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell, dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _gid(cell: dict[str, Any]) -> str:
+    gid = _meta(cell).get("grade_id", "")
+    return gid if isinstance(gid, str) else ""
+
+
+def _text(cell: dict[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _defined_names(code: str) -> list[str]:
+    return [node.name for node in ast.parse(code).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+
+
+# --------------------------------------------------------------------------- reading the notebook
+
+def read_notebook(path: Path, outcome: Outcome) -> list[dict[str, Any]] | None:
+    """The submission's cells as plain dicts, or None (with the problem recorded)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"the file is {size >> 20} MiB (limit {MAX_NOTEBOOK_BYTES >> 20} MiB)")
+        text = path.read_bytes().decode("utf-8")
+        nb = json.loads(text)
+        cells = nb["cells"] if isinstance(nb, dict) else None
+        if not isinstance(cells, list) or not all(
+                isinstance(c, dict) and c.get("cell_type") in ("code", "markdown", "raw")
+                and isinstance(c.get("source", ""), (str, list)) for c in cells):
+            raise ValueError("it has no list of notebook cells")
+    except UnicodeDecodeError as err:
+        return _malformed(outcome, f"the file is not UTF-8 text ({err.reason} at byte {err.start})")
+    except json.JSONDecodeError as err:
+        return _malformed(outcome, f"the file is not valid notebook JSON ({err.msg}, line {err.lineno})")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return _malformed(outcome, f"not a notebook: {err}")
+    kernel = nb.get("metadata", {}).get("kernelspec", {}) if isinstance(nb.get("metadata"), dict) \
+        else {}
+    name = kernel.get("name") if isinstance(kernel, dict) else None
+    if name not in (None, "python3"):
+        outcome.problems.append(f"kernel {str(name)[:40]!r} ignored: graded with Python 3")
+    return cells
+
+
+def _malformed(outcome: Outcome, reason: str) -> None:
+    outcome.problems.append(f"malformed notebook: {reason}; not graded")
+    outcome.flag("malformed", reason)
+    return None
+
+
+def check_cells(cells: list[dict[str, Any]], plan: Plan, outcome: Outcome) -> None:
+    """Flag edits to locked cells and to grading metadata; note deleted test cells."""
+    seen: dict[str, int] = {}
+    for cell in cells:
+        gid = _gid(cell)
+        if not gid:
+            continue
+        seen[gid] = seen.get(gid, 0) + 1
+        if gid in plan.locked and _text(cell).strip() != plan.locked[gid].strip():
+            outcome.flag("tampering", f"edited the read-only cell {gid}")
+        if gid in plan.graded_meta:
+            meta = _meta(cell)
+            if any(meta.get(k) != v for k, v in plan.graded_meta[gid].items()
+                   if not (k == "points" and v is None)):
+                outcome.flag("tampering", f"changed the grading metadata of {gid}")
+        elif _meta(cell).get("grade"):
+            outcome.flag("tampering", f"added a graded cell {gid!r} of its own")
+    for gid, count in seen.items():
+        if count > 1:
+            outcome.flag("tampering", f"has {count} cells with the id {gid}")
+    missing = [gid for gid, _, _ in plan.tests if gid not in seen]
+    if missing:
+        outcome.problems.append(f"test cells deleted (restored for grading): {', '.join(missing)}")
+    gone = [gid for gid in plan.answers if gid not in seen]
+    if gone:
+        outcome.problems.append(f"answer cells deleted: {', '.join(gone)}")
+
+
+def scan_code(code: str, outcome: Outcome) -> None:
+    """Flag code that tries to interfere with grading (a hint for the instructor)."""
+    for pattern, why in SUSPICIOUS:
+        match = re.search(pattern, code)
+        if match:
+            outcome.flag("tampering", f"suspicious code ({why}): {match.group(0)[:60]!r}")
+
+
+# --------------------------------------------------------------------------- the sandbox run
+
+@dataclass
+class Program:
+    """The cells the sandbox runs, in order: (index in the notebook or -1, name, code)."""
+
+    cells: list[tuple[int, str, str]]
+    skipped: set[int] = field(default_factory=set)
+
+
+def sandbox_program(cells: list[dict[str, Any]], plan: Plan) -> Program:
+    setup_ids = {gid for gid, _ in plan.setup}
+    test_ids = {gid for gid, _, _ in plan.tests}
+    program = [(-1, f"<cell setup {gid}>", code) for gid, code in plan.setup]
+    for index, cell in enumerate(cells):
+        gid, code = _gid(cell), _text(cell)
+        if cell.get("cell_type") != "code" or gid in setup_ids or gid in test_ids:
+            continue
+        if not gid and code.strip() in plan.experiments:
+            continue  # the course's own experiment cell, unchanged: not graded, not run
+        program.append((index, f"<cell {index + 1}>", code))
+    return Program(program)
+
+
+class Run:
+    """One submission's sandbox, restarted (cells re-run) after a fatal failure if time allows."""
+
+    def __init__(self, program: Program, plan: Plan, limits: Limits, slot: int, scratch: Path,
+                 outcome: Outcome) -> None:
+        self.program, self.plan, self.limits = program, plan, limits
+        self.slot, self.scratch, self.outcome = slot, scratch, outcome
+        self.outputs: dict[int, dict[str, Any]] = {}
+        self.restarts = 0
+        self.deadline = time.monotonic() + limits.submission_seconds
+        self.session: Any = None
+        self.sandbox: Sandbox | None = None
+
+    def start(self) -> dict[str, Any]:
+        """Start the sandbox, run the cells, and return the names to bind (proxies)."""
+        from autograder.remote import Session
+
+        workdir = prepare_workdir(self.scratch, "submission")
+        self.sandbox = Sandbox(workdir, self.limits, self.slot)
+        self.sandbox.deadline = self.deadline
+        self.sandbox.start()
+        self.session = Session(self.sandbox)
+        for index, name, code in self.program.cells:
+            if index in self.program.skipped:
+                continue
+            try:
+                reply, _ = self.sandbox.request({"op": "cell", "source": code, "name": name},
+                                                timeout=self.limits.cell_seconds)
+            except SandboxGone as gone:
+                self.program.skipped.add(index)
+                self.outputs[index] = {"gone": gone.detail}
+                self.record_gone(gone, f"cell {name.strip('<>')}")
+                raise
+            if index >= 0:
+                self.outputs[index] = reply
+            if reply.get("cut"):
+                self.outcome.flag("output", f"{name.strip('<>')} printed too much (cut)")
+        return self.bind()
+
+    def bind(self) -> dict[str, Any]:
+        from autograder import wire
+        from autograder.remote import RemoteFunction, make_class
+
+        reply, blobs = self.sandbox.request({"op": "describe", "names": self.plan.names()})
+        names: dict[str, Any] = {}
+        decoder = wire.Decoder(blobs, {}, self.session._handle)
+        for name, info in reply["names"].items():
+            if name not in self.plan.names() or not isinstance(info, list):
+                continue
+            if info[0] == "function":
+                names[name] = RemoteFunction(self.session, name)
+            elif info[0] == "class":
+                names[name] = make_class(self.session, name, bool(info[1]))
+            elif info[0] == "value":
+                names[name] = decoder.decode(info[1])
+        return names
+
+    def record_gone(self, gone: SandboxGone, where: str) -> None:
+        word = {"protocol": "crash"}.get(gone.reason, gone.reason)
+        self.outcome.flag(word, f"{where}: {gone.detail}")
+
+    def can_restart(self) -> bool:
+        return self.restarts < self.limits.restarts and time.monotonic() < self.deadline - 5
+
+    def integrity(self) -> None:
+        if self.sandbox is None or self.sandbox.proc is None or self.sandbox.proc.poll() is not None:
+            return
+        with contextlib.suppress(SandboxGone):
+            reply, _ = self.sandbox.request({"op": "integrity"}, timeout=10)
+            for finding in reply.get("findings", [])[:10]:
+                word = "processes" if "running" in str(finding) else "tampering"
+                self.outcome.flag(word, str(finding)[:200])
+
+    def stop(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            if self.sandbox.output_seen > self.limits.output_bytes:
+                self.outcome.flag("output", f"wrote {self.sandbox.output_seen >> 10} KiB of "
+                                  "output outside cells (cut)")
+            for message in self.sandbox.jail_messages():
+                self.outcome.problems.append(f"sandbox: {message}")
+
+
+# --------------------------------------------------------------------------- trusted tests
+
+def trusted_namespace(plan: Plan) -> dict[str, Any]:
+    """Run the released setup cells here (course code only) and return their namespace."""
+    namespace: dict[str, Any] = {"__name__": "__grading__"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for gid, code in plan.setup:
+            exec(compile(code, f"<setup {gid}>", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def failure_message(exc: BaseException) -> tuple[str, str]:
+    """(error name, message) for a failed test cell; never a traceback of test code."""
+    if isinstance(exc, NameError):
+        return "NameError", (f"{exc}: the cell that defines it is missing, was renamed, or "
+                             "failed when it ran (see its output above).")
+    if isinstance(exc, SandboxGone):
+        return "GradingStopped", f"your code did not finish: {exc.detail}"
+    return type(exc).__name__, str(exc)[:4000]
+
+
+def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | None
+              ) -> dict[str, tuple[bool, str, str]]:
+    """Run every test cell here; return grade_id -> (passed, output, error text)."""
+    import torch
+
+    results: dict[str, tuple[bool, str, str]] = {}
+    namespace = trusted_namespace(plan)
+    alive = names is not None
+    namespace.update(names or {})
+    for gid, points, code in plan.tests:
+        if not alive:
+            if run.can_restart():
+                run.restarts += 1
+                alive = _restart(run, namespace)
+            if not alive:
+                results[gid] = (False, "", "GradingStopped: not run: the submission did not finish")
+                continue
+        buffer = io.StringIO()
+        torch.manual_seed(0)
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exec(compile(code, f"<test {gid}>", "exec"), namespace)  # noqa: S102
+            results[gid] = (True, buffer.getvalue(), "")
+        except SandboxGone as gone:
+            run.record_gone(gone, f"test {gid}")
+            name, message = failure_message(gone)
+            results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
+            alive = False
+        except Exception as exc:  # noqa: BLE001 - a failed check (or a student error)
+            name, message = failure_message(exc)
+            results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
+        outcome.scores[gid] = points if results[gid][0] else 0.0
+        outcome.points[gid] = points
+    if run.session is not None and "memory" in run.session.errors:
+        outcome.flag("memory", "the student's code ran out of memory (MemoryError)")
+    return results
+
+
+def _restart(run: Run, namespace: dict[str, Any]) -> bool:
+    run.stop()
+    try:
+        namespace.update(run.start())
+        return True
+    except SandboxGone:
+        return False
+
+
+# --------------------------------------------------------------------------- whole submission
+
+def grade_submission(student: str, notebook: Path, plan: Plan, limits: Limits, slot: int,
+                     scratch: Path) -> Outcome:
+    """Grade one student's notebook; never raises for anything the submission does."""
+    started = time.monotonic()
+    outcome = Outcome(student)
+    cells = read_notebook(notebook, outcome)
+    if cells is None:
+        return _finish(outcome, started)
+    check_cells(cells, plan, outcome)
+    program = sandbox_program(cells, plan)
+    for index, _name, code in program.cells:
+        if index >= 0:
+            scan_code(code, outcome)
+    run = Run(program, plan, limits, slot, scratch, outcome)
+    names = None
+    try:
+        for _attempt in range(limits.restarts + 1):
+            try:
+                names = run.start()
+                break
+            except SandboxGone:
+                run.stop()
+                run.restarts += 1
+                if not run.can_restart():
+                    break
+        results = run_tests(run, plan, outcome, names)
+        run.integrity()
+    finally:
+        run.stop()
+    _manual_scores(cells, plan, outcome)
+    outcome.autograded = build_autograded(cells, plan, program, run.outputs, results, outcome)
+    return _finish(outcome, started)
+
+
+def _manual_scores(cells: list[dict[str, Any]], plan: Plan, outcome: Outcome) -> None:
+    """Written answers wait for a human (None), except an unchanged stub, which scores 0."""
+    answered = {_gid(c): _text(c) for c in cells if _gid(c) in plan.manual}
+    for gid, (points, stub) in plan.manual.items():
+        text = answered.get(gid)
+        outcome.scores[gid] = 0.0 if text is None or text.strip() == stub.strip() else None
+        outcome.points[gid] = points
+
+
+def _finish(outcome: Outcome, started: float) -> Outcome:
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+# --------------------------------------------------------------------------- notebooks out
+
+def build_autograded(cells: list[dict[str, Any]], plan: Plan, program: Program,
+                     outputs: dict[int, dict[str, Any]], results: dict[str, tuple[bool, str, str]],
+                     outcome: Outcome) -> dict[str, Any]:
+    """The graded notebook for the instructor: the student's cells with the sandbox's outputs,
+    each test cell from the source notebook (hidden tests included) with its result."""
+    run_indices = {index for index, _, _ in program.cells}
+    tests = {gid: code for gid, _, code in plan.tests}
+    source_cells = {_gid(c): c for c in plan.source["cells"] if _gid(c)}
+    out_cells = []
+    present = set()
+    for index, cell in enumerate(cells):
+        gid = _gid(cell)
+        present.add(gid)
+        new = {"cell_type": cell["cell_type"], "metadata": {}, "source": _text(cell)}
+        if gid in source_cells:
+            new["metadata"] = json.loads(json.dumps(source_cells[gid].get("metadata", {})))
+        if cell["cell_type"] == "code":
+            new["execution_count"] = None
+            new["outputs"] = []
+            if gid in tests:
+                new["source"] = tests[gid]
+                new["outputs"] = _test_outputs(results.get(gid))
+            elif index in outputs:
+                new["outputs"] = _cell_outputs(outputs[index])
+            elif index not in run_indices and cell["cell_type"] == "code":
+                new["outputs"] = [_stream("(not run when grading: the course's experiment cell, "
+                                          "unchanged)\n")]
+        out_cells.append(new)
+    for gid, _points, code in plan.tests:
+        if gid not in present:  # a deleted test cell is put back at the end
+            meta = json.loads(json.dumps(source_cells[gid].get("metadata", {})))
+            out_cells.append({"cell_type": "code", "metadata": meta, "source": code,
+                              "execution_count": None, "outputs": _test_outputs(results.get(gid))})
+    cells_out = [{"cell_type": "markdown", "metadata": {}, "source": _summary(outcome)},
+                 *out_cells]
+    for number, cell in enumerate(cells_out):
+        cell["id"] = f"graded-{number}"
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": plan.release.get("metadata", {}),
+            "cells": cells_out}
+
+
+def _summary(outcome: Outcome) -> str:
+    auto = [v for v in outcome.scores.values() if v is not None]
+    lines = [f"**Automatic score: {sum(auto):g} / {sum(outcome.points.values()):g}**"]
+    pending = sum(v is None for v in outcome.scores.values())
+    if pending:
+        lines.append(f"{pending} written answer(s) will be graded by hand.")
+    lines += [f"- {p}" for p in outcome.problems]
+    for word in ("timeout", "memory", "crash", "output"):
+        lines += [f"- {word}: {r}" for r in outcome.flags.get(word, [])]
+    return "\n".join(lines)
+
+
+def _stream(text: str, name: str = "stdout") -> dict[str, Any]:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def _cell_outputs(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    if "gone" in reply:
+        return [_stream(f"Grading stopped this cell: {reply['gone']}\n", "stderr")]
+    outs = []
+    if reply.get("stdout"):
+        outs.append(_stream(str(reply["stdout"])))
+    if reply.get("stderr"):
+        outs.append(_stream(str(reply["stderr"]), "stderr"))
+    error = reply.get("error")
+    if isinstance(error, dict):
+        tb = str(error.get("traceback", "")).splitlines()
+        outs.append({"output_type": "error", "ename": str(error.get("type", ""))[:100],
+                     "evalue": str(error.get("message", ""))[:4000],
+                     "traceback": [*tb, f"{error.get('type')}: {error.get('message')}"]})
+    return outs
+
+
+def _test_outputs(result: tuple[bool, str, str] | None) -> list[dict[str, Any]]:
+    if result is None:
+        return []
+    passed, printed, error = result
+    outs = [_stream(printed)] if printed else []
+    if not passed:
+        name, _, message = error.partition(": ")
+        outs.append({"output_type": "error", "ename": name, "evalue": message,
+                     "traceback": [error]})
+    return outs
+
+
+def feedback_notebook(autograded: dict[str, Any]) -> dict[str, Any]:
+    """The student's copy: hidden-test regions removed from every test cell."""
+    nb = json.loads(json.dumps(autograded))
+    for cell in nb["cells"]:
+        text = _text(cell)
+        if "### BEGIN HIDDEN TESTS" in text:
+            cell["source"] = (HIDDEN.sub("", text).rstrip("\n") + "\n" + HIDDEN_NOTE).lstrip("\n")
+    return nb

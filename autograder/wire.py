@@ -1,0 +1,347 @@
+"""The wire between the grader and a sandboxed submission: frames and a plain-data encoding.
+
+Both sides import this module. The sandbox *encodes* what the student's code returned; the
+trusted grader *decodes* it and never unpickles anything that came out of the sandbox. The
+encoding holds only plain values (None, bool, int, float, str, bytes, lists, tuples, dicts),
+NumPy arrays and PyTorch tensors as raw bytes with a whitelisted dtype, and references:
+``["ref", k]`` (object number k of the call's own arguments) and ``["h", id, type, repr]``
+(an object that stays in the sandbox and is reached through a handle).
+
+A frame is an 8-byte length, a 4-byte header length, a JSON header and the binary blobs it
+names. Frames and what they decode to are size-capped, so a hostile sandbox can cost the
+grader neither unbounded memory nor a crash: at worst a :class:`WireError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+MAX_FRAME = 1 << 30
+MAX_DEPTH = 64
+MAX_TEXT = 1 << 20
+ARRAY_KINDS = frozenset("biufc")
+TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128",
+                "uint8", "int8", "int16", "int32", "int64", "bool")
+
+
+class WireError(Exception):
+    """A frame or an encoded value broke the protocol (truncated, too big, malformed)."""
+
+
+# --------------------------------------------------------------------------- frames
+
+def write_frame(fd: int, header: dict[str, Any], blobs: list[bytes] = ()) -> None:
+    """Write one frame (header plus blobs) to the file descriptor ``fd``."""
+    head = dict(header)
+    head["_blobs"] = [len(b) for b in blobs]
+    text = json.dumps(head, allow_nan=True).encode("utf-8")
+    payload = [struct.pack("<QI", 4 + len(text) + sum(len(b) for b in blobs), len(text)), text,
+               *blobs]
+    data = memoryview(b"".join(payload))
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def read_exactly(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 22))
+        if not chunk:
+            raise WireError("the other side closed the channel")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(source: int | Any, limit: int = MAX_FRAME) -> tuple[dict[str, Any], list[bytes]]:
+    """Read one frame: ``(header, blobs)``. ``source`` is a file descriptor or a function
+    ``read(n) -> n bytes``. Raises :class:`WireError`."""
+    read = (lambda n: read_exactly(source, n)) if isinstance(source, int) else source
+    total, head_len = struct.unpack("<QI", read(12))
+    if total > limit or head_len > total - 4 or head_len > MAX_TEXT * 8:
+        raise WireError(f"frame of {total} bytes is over the limit")
+    try:
+        header = json.loads(read(head_len).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError(f"unreadable frame header: {err}") from None
+    sizes = header.pop("_blobs", []) if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not isinstance(sizes, list) or not all(
+            isinstance(s, int) and s >= 0 for s in sizes) or sum(sizes) != total - 4 - head_len:
+        raise WireError("malformed frame header")
+    return header, [read(s) for s in sizes]
+
+
+# --------------------------------------------------------------------------- encoding (sandbox)
+
+class Encoder:
+    """Turn a value into plain JSON nodes plus blobs (used inside the sandbox).
+
+    ``refs`` maps ``id(obj)`` to a reference number for objects the caller already knows
+    (the call's arguments); ``make_handle(obj)`` keeps any other object in the sandbox and
+    returns its handle number.
+    """
+
+    def __init__(self, refs: dict[int, int] | None = None, make_handle: Any = None) -> None:
+        self.blobs: list[bytes] = []
+        self.refs = refs or {}
+        self.make_handle = make_handle
+        self.notes: list[str] = []
+
+    def blob(self, data: bytes) -> int:
+        self.blobs.append(bytes(data))
+        return len(self.blobs) - 1
+
+    def encode(self, value: Any, depth: int = 0) -> Any:  # noqa: C901 (one branch per type)
+        if depth > MAX_DEPTH:
+            raise WireError("value nested too deeply")
+        if id(value) in self.refs and not isinstance(value, (bool, int, float, str, type(None))):
+            return ["ref", self.refs[id(value)]]
+        kind = type(value)
+        if value is None:
+            return ["n"]
+        if kind is bool:
+            return ["b", value]
+        if kind is int:
+            return ["i", value]
+        if kind is float:
+            return ["f", value]
+        if kind is str:
+            return ["s", value]
+        if kind in (bytes, bytearray):
+            return ["y", self.blob(value)]
+        if kind in (list, tuple):
+            return ["l" if kind is list else "u", [self.encode(v, depth + 1) for v in value]]
+        if kind is dict:
+            return ["d", [[self.encode(k, depth + 1), self.encode(v, depth + 1)]
+                          for k, v in value.items()]]
+        encoded = self._encode_library(value, depth)
+        if encoded is not None:
+            return encoded
+        if kind in (set, frozenset):
+            return ["u", [self.encode(v, depth + 1) for v in value]]
+        return self._handle(value)
+
+    def _encode_library(self, value: Any, depth: int) -> Any:
+        import numpy as np
+
+        torch = _torch()
+        if isinstance(value, np.ndarray):
+            if type(value) is not np.ndarray:
+                self.notes.append(f"returned an ndarray subclass ({type(value).__name__})")
+            arr = np.asarray(value)
+            if arr.dtype.kind not in ARRAY_KINDS:
+                return self._handle(value)
+            arr = np.ascontiguousarray(arr)
+            return ["a", self.blob(arr.tobytes()), arr.dtype.str, list(arr.shape)]
+        if isinstance(value, np.generic) and np.dtype(type(value)).kind in ARRAY_KINDS:
+            return ["ns", np.dtype(type(value)).str, self.encode(value.item(), depth + 1)]
+        if torch is not None:
+            if isinstance(value, torch.Tensor):
+                return self._tensor(value, torch)
+            if isinstance(value, torch.dtype):
+                return ["dt", str(value).removeprefix("torch.")]
+            if isinstance(value, torch.device):
+                return ["dev", str(value)]
+            if isinstance(value, torch.Size):
+                return ["sz", [int(v) for v in value]]
+        return None
+
+    def _tensor(self, value: Any, torch: Any) -> list[Any]:
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):
+            self.notes.append(f"returned a tensor subclass ({type(value).__name__})")
+        plain = torch.Tensor._make_subclass(torch.Tensor, value.detach()) if type(value) not in (
+            torch.Tensor, torch.nn.Parameter) else value.detach()
+        dtype = str(plain.dtype).removeprefix("torch.")
+        if dtype not in TORCH_DTYPES or plain.layout != torch.strided:
+            return self._handle(value)
+        cpu = plain.to("cpu").contiguous()
+        raw = cpu.view(torch.int16) if dtype == "bfloat16" else cpu
+        data = raw.numpy().tobytes() if raw.numel() else b""
+        return ["t", self.blob(data), dtype, list(cpu.shape), str(plain.device),
+                bool(value.requires_grad), isinstance(value, torch.nn.Parameter)]
+
+    def _handle(self, value: Any) -> list[Any]:
+        if self.make_handle is None:
+            raise WireError(f"cannot send a {type(value).__name__}")
+        try:
+            text = repr(value)
+        except Exception:  # a broken __repr__ must not break the reply
+            text = f"<{type(value).__name__} object>"
+        return ["h", self.make_handle(value), type(value).__name__, text[:2000]]
+
+
+def _torch() -> Any:
+    import sys
+
+    return sys.modules.get("torch")
+
+
+# --------------------------------------------------------------------------- decoding (grader)
+
+class Decoder:
+    """Rebuild plain values from nodes and blobs (used by the trusted grader).
+
+    ``refs`` maps reference numbers to the grader's own objects; ``handle(hid, type, repr)``
+    builds the grader-side stand-in for an object that stays in the sandbox.
+    """
+
+    def __init__(self, blobs: list[bytes], refs: dict[int, Any] | None = None,
+                 handle: Any = None) -> None:
+        self.blobs = blobs
+        self.refs = refs or {}
+        self.handle = handle
+
+    def decode(self, node: Any, depth: int = 0) -> Any:  # noqa: C901 (one branch per tag)
+        if depth > MAX_DEPTH or not isinstance(node, list) or not node:
+            raise WireError("malformed value")
+        tag, args = node[0], node[1:]
+        if tag == "n":
+            return None
+        if tag in ("b", "i", "f", "s"):
+            value = args[0]
+            wanted = {"b": bool, "i": int, "f": float, "s": str}[tag]
+            if tag == "f" and type(value) is int:
+                value = float(value)
+            if type(value) is not wanted or (tag == "s" and len(value) > MAX_TEXT):
+                raise WireError(f"malformed {wanted.__name__}")
+            return value
+        if tag == "y":
+            return bytes(self._blob(args[0]))
+        if tag in ("l", "u"):
+            items = [self.decode(v, depth + 1) for v in self._list(args[0])]
+            return items if tag == "l" else tuple(items)
+        if tag == "d":
+            out = {}
+            for pair in self._list(args[0]):
+                key, value = self._list(pair)
+                out[self.decode(key, depth + 1)] = self.decode(value, depth + 1)
+            return out
+        if tag == "a":
+            return self._array(*args)
+        if tag == "ns":
+            import numpy as np
+
+            dtype = self._dtype(args[0])
+            return dtype.type(self.decode(args[1], depth + 1))
+        if tag in ("t", "dt", "dev", "sz"):
+            return self._torch_value(tag, args)
+        if tag == "ref":
+            if args[0] not in self.refs:
+                raise WireError("reference to an unknown object")
+            return self.refs[args[0]]
+        if tag == "h" and self.handle is not None:
+            hid, type_name, text = args
+            if not (type(hid) is int and isinstance(type_name, str) and isinstance(text, str)):
+                raise WireError("malformed handle")
+            return self.handle(hid, type_name[:200], text[:2000])
+        raise WireError(f"unknown value tag {tag!r}")
+
+    @staticmethod
+    def _list(value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise WireError("malformed list")
+        return value
+
+    def _blob(self, index: Any) -> bytes:
+        if type(index) is not int or not 0 <= index < len(self.blobs):
+            raise WireError("reference to a missing blob")
+        return self.blobs[index]
+
+    @staticmethod
+    def _dtype(text: Any) -> Any:
+        import numpy as np
+
+        try:
+            dtype = np.dtype(text) if isinstance(text, str) and len(text) < 8 else None
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind not in ARRAY_KINDS:
+            raise WireError(f"refused dtype {text!r}")
+        return dtype
+
+    @staticmethod
+    def _shape(shape: Any) -> tuple[int, ...]:
+        if not isinstance(shape, list) or len(shape) > 32 or not all(
+                type(s) is int and s >= 0 for s in shape):
+            raise WireError("malformed shape")
+        return tuple(shape)
+
+    def _array(self, index: Any, dtype_text: Any, shape: Any) -> Any:
+        import numpy as np
+
+        dtype, shape = self._dtype(dtype_text), self._shape(shape)
+        data = self._blob(index)
+        if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise WireError("array size does not match its shape")
+        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+    def _torch_value(self, tag: str, args: list[Any]) -> Any:
+        import torch
+
+        if tag == "dt":
+            if args[0] not in TORCH_DTYPES:
+                raise WireError(f"refused dtype {args[0]!r}")
+            return getattr(torch, args[0])
+        if tag == "dev":
+            return torch.device(_device_text(args[0]))
+        if tag == "sz":
+            return torch.Size(self._shape(args[0]))
+        index, dtype, shape, device, requires_grad, is_param = args
+        return self.tensor(index, dtype, shape, device, requires_grad, is_param)
+
+    def tensor(self, index: Any, dtype: Any, shape: Any, device: Any, requires_grad: Any,
+               is_param: Any) -> Any:
+        import numpy as np
+        import torch
+
+        if dtype not in TORCH_DTYPES or type(requires_grad) is not bool:
+            raise WireError(f"refused tensor dtype {dtype!r}")
+        shape, data = self._shape(shape), self._blob(index)
+        real = torch.int16 if dtype == "bfloat16" else getattr(torch, dtype)
+        itemsize = torch.empty((), dtype=real).element_size()
+        if len(data) != int(np.prod(shape, dtype=np.int64)) * itemsize:
+            raise WireError("tensor size does not match its shape")
+        flat = torch.frombuffer(bytearray(data), dtype=real) if data else torch.empty(0, dtype=real)
+        out = flat.reshape(shape)
+        if dtype == "bfloat16":
+            out = out.view(torch.bfloat16)
+        out = out.to(torch.device(_device_text(device)))
+        if is_param is True:
+            return torch.nn.Parameter(out, requires_grad=requires_grad)
+        return out.requires_grad_(requires_grad) if out.is_floating_point() or \
+            out.is_complex() else out
+
+
+def _device_text(text: Any) -> str:
+    if not isinstance(text, str) or not (text == "cpu" or text == "cuda"
+                                         or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise WireError(f"refused device {text!r}")
+    return text
+
+
+# --------------------------------------------------------------------------- unpickling (sandbox)
+
+def rebuild_tensor(data: bytes, dtype: str, shape: list[int], device: str, requires_grad: bool,
+                   is_param: bool) -> Any:
+    """Rebuild a tensor the grader pickled into the sandbox (the grader's tensor reducer)."""
+    import torch
+
+    real = torch.int16 if dtype == "bfloat16" else getattr(torch, dtype)
+    flat = torch.frombuffer(bytearray(data), dtype=real) if data else torch.empty(0, dtype=real)
+    out = flat.reshape(shape)
+    out = out.view(torch.bfloat16) if dtype == "bfloat16" else out
+    out = out.to(device)
+    if is_param:
+        return torch.nn.Parameter(out, requires_grad)
+    return out.requires_grad_(requires_grad) if requires_grad else out
+
+
+def main_attribute(name: str) -> Any:
+    """The object the student's notebook defined as ``name`` (a function passed as argument)."""
+    import __main__
+
+    return getattr(__main__, name)

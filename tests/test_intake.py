@@ -1,0 +1,247 @@
+"""autograder.intake: from what an instructor downloads to one notebook per student, staged in
+nbgrader's submitted layout, without trusting file names, sizes or zip headers."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder.intake import DEFAULT_LMS_REGEX, STUDENT_ID, Intake, gather
+
+A = "ex01"
+LMS = "ps1_{}_attempt_{}_{}"  # the naming of nbgrader's zip_collect documentation
+
+
+def write(path: Path, data: bytes, mtime: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes): to prove what was and was not written."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def staged(dest: Path, *students: str) -> dict[str, Path]:
+    return {s: dest / s / A / f"{A}.ipynb" for s in students}
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    return tmp_path / "out" / "submitted"
+
+
+def test_nbgrader_layout(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "submitted"
+    write(src / "alice" / A / f"{A}.ipynb", b"alice")
+    write(src / "alice" / A / "data.csv", b"1,2")
+    write(src / "alice" / A / ".ipynb_checkpoints" / f"{A}-checkpoint.ipynb", b"old")
+    write(src / "bob" / A / "Untitled.ipynb", b"bob")
+    write(src / "carol" / A / "answers.txt", b"carol")
+    write(src / "dave" / f"{A}.ipynb", b"dave")  # no assignment level: tolerated
+    write(src / "erin" / A / "a.ipynb", b"erin-old", mtime=1_000)
+    write(src / "erin" / A / "b.ipynb", b"erin-new", mtime=2_000)
+    write(src / "-rf" / A / f"{A}.ipynb", b"x")
+    write(src / "bad id" / A / f"{A}.ipynb", b"x")
+    write(src / ("a" * 65) / A / f"{A}.ipynb", b"x")
+    write(src / "stray.ipynb", b"x")
+    before = tree(src)
+
+    intake = gather(src, A, dest)
+
+    assert intake == Intake(
+        notebooks=staged(dest, "alice", "bob", "dave", "erin"),
+        problems={
+            "-rf": ["invalid student id '-rf'"],
+            "a" * 65: [f"invalid student id {'a' * 65!r}"],
+            "bad id": ["invalid student id 'bad id'"],
+            "carol": ["no notebook (.ipynb) found for ex01"],
+            "stray.ipynb": ["notebook outside any student folder; not graded"],
+        },
+        notes={
+            "alice": ["ignored data.csv (not a notebook)"],
+            "bob": ["notebook was named Untitled.ipynb; graded anyway"],
+            "carol": ["ignored answers.txt (not a notebook)"],
+            "erin": ["notebook was named b.ipynb (the newest of 2); graded anyway",
+                     "ignored a.ipynb (another notebook)"],
+        },
+    )
+    assert list(intake.notebooks) == sorted(intake.notebooks)
+    assert {s: p.read_bytes() for s, p in intake.notebooks.items()} == {
+        "alice": b"alice", "bob": b"bob", "dave": b"dave", "erin": b"erin-new"}
+    assert tree(src) == before
+    assert set(tree(dest)) == {f"{s}/{A}/{A}.ipynb" for s in intake.notebooks}
+
+
+def test_lms_folder_latest_attempt_wins(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "downloaded"
+    write(src / LMS.format("bob", "2016-01-30-15-30-10", f"{A}.ipynb"), b"bob-1")
+    write(src / LMS.format("bob", "2016-01-30-16-30-10", f"{A}.ipynb"), b"bob-2")
+    write(src / LMS.format("bob", "2016-01-30-16-30-10", "jupyter.png"), b"png")
+    write(src / LMS.format("hacker", "2016-01-30-20-30-10", "problem1.ipynb"), b"hacker")
+    write(src / "mystery.ipynb", b"?")
+    write(src / "readme.txt", b"not a submission")
+    (src / "unrelated-folder").mkdir()
+
+    intake = gather(src, A, dest)
+
+    assert intake == Intake(
+        notebooks=staged(dest, "bob", "hacker"),
+        problems={"mystery.ipynb": [
+            f"file name does not match the LMS pattern {DEFAULT_LMS_REGEX}"]},
+        notes={
+            "bob": ["ignored ps1_bob_attempt_2016-01-30-16-30-10_jupyter.png (not a notebook)",
+                    "ignored ps1_bob_attempt_2016-01-30-15-30-10_ex01.ipynb (earlier attempt)"],
+            "hacker": ["notebook was named problem1.ipynb; graded anyway"],
+        },
+    )
+    assert intake.notebooks["bob"].read_bytes() == b"bob-2"
+    assert intake.notebooks["hacker"].read_bytes() == b"hacker"
+
+
+def test_lms_folder_custom_regex(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "canvas"
+    write(src / f"alice_{A}.ipynb", b"alice")
+    write(src / "bob_homework.ipynb", b"bob")
+    write(src / f"bad!_{A}.ipynb", b"x")
+    write(src / f"sub-.._{A}.ipynb", b"x")
+    write(src / f".._{A}.ipynb", b"x")  # hidden: never looked at
+
+    intake = gather(src, A, dest, lms_regex=r"(?:sub-)?(?P<student_id>[^_]+)_(?P<file_id>.+)")
+
+    assert intake == Intake(
+        notebooks=staged(dest, "alice", "bob"),
+        problems={f"bad!_{A}.ipynb": ["invalid student id 'bad!'"],
+                  f"sub-.._{A}.ipynb": ["invalid student id '..'"]},
+        notes={"bob": ["notebook was named homework.ipynb; graded anyway"]},
+    )
+
+
+def make_zip(path: Path, entries: dict[str | zipfile.ZipInfo, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def symlink_entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def test_zip_is_never_trusted(tmp_path: Path, dest: Path) -> None:
+    t = "2024-01-02-00-00-00"
+    traversal = "../../" + LMS.format("evil", t, f"{A}.ipynb")
+    absolute = "/tmp/" + LMS.format("abs", t, f"{A}.ipynb")
+    bomb = LMS.format("carol", t, f"{A}.ipynb")
+    big = zipfile.ZipInfo(LMS.format("bob", t, f"{A}.ipynb"))
+    big.compress_type = zipfile.ZIP_STORED
+    source = make_zip(tmp_path / "gradebook.zip", {
+        "gradebook/": b"",
+        "gradebook/" + LMS.format("alice", t, f"{A}.ipynb"): b"alice",
+        "__MACOSX/gradebook/._" + LMS.format("alice", t, f"{A}.ipynb"): b"resource fork",
+        traversal: b"evil",
+        absolute: b"evil",
+        symlink_entry(LMS.format("erin", t, f"{A}.ipynb")): b"/etc/passwd",
+        big: os.urandom(2_000),
+        bomb: b"\0" * 5_000_000,  # a few KiB compressed
+    })
+    assert os.path.getsize(source) < 20_000
+
+    intake = gather(source, A, dest, max_bytes=1_000)
+
+    assert intake == Intake(
+        notebooks=staged(dest, "alice"),
+        problems={
+            absolute: ["unsafe path in zip; not extracted"],
+            traversal: ["unsafe path in zip; not extracted"],
+            "bob": [f"file too large: {big.filename} is over 1000 bytes"],
+            "carol": [f"file too large: {bomb} is over 1000 bytes"],
+            LMS.format("erin", t, f"{A}.ipynb"): ["symbolic link in zip; skipped"],
+        },
+        notes={},
+    )
+    assert intake.notebooks["alice"].read_bytes() == b"alice"
+    assert tree(tmp_path) == {"gradebook.zip": source.read_bytes(),
+                              f"out/submitted/alice/{A}/{A}.ipynb": b"alice"}
+
+
+def test_zip_header_that_understates_the_size(tmp_path: Path, dest: Path) -> None:
+    name = LMS.format("dave", "2024-01-02-00-00-00", f"{A}.ipynb")
+    data = bytearray(make_zip(tmp_path / "lying.zip", {name: b"\0" * 5_000_000}).read_bytes())
+    # Claim 100 bytes in both the local header and the central directory.
+    struct.pack_into("<I", data, data.find(b"PK\x03\x04") + 22, 100)
+    struct.pack_into("<I", data, data.find(b"PK\x01\x02") + 24, 100)
+    source = tmp_path / "lying.zip"
+    source.write_bytes(bytes(data))
+
+    intake = gather(source, A, dest, max_bytes=1_000)
+
+    assert intake == Intake(
+        notebooks={},
+        problems={"dave": [f"cannot copy {name}: Bad CRC-32 for file {name!r}"]},
+        notes={},
+    )
+    assert not dest.exists()
+
+
+def test_plain_file_size_cap_and_stale_copy_removed(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "submitted"
+    notebook = write(src / "alice" / A / f"{A}.ipynb", b"small")
+    assert gather(src, A, dest, max_bytes=10).notebooks == staged(dest, "alice")
+
+    notebook.write_bytes(b"x" * 11)
+    intake = gather(src, A, dest, max_bytes=10)
+
+    assert intake == Intake(notebooks={},
+                            problems={"alice": [f"file too large: {A}.ipynb is over 10 bytes"]},
+                            notes={})
+    assert not (dest / "alice" / A / f"{A}.ipynb").exists()
+
+
+@pytest.mark.parametrize("name", ["alice", "s1234567", "a.b-c_d", "A" * 64])
+def test_student_id_accepted(name: str) -> None:
+    assert STUDENT_ID.fullmatch(name)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", ".", "..", ".hidden", "-rf", "",
+                                  "bad id", "A" * 65, "José"])
+def test_student_id_rejected(name: str) -> None:
+    assert not STUDENT_ID.fullmatch(name)
+
+
+def test_unusable_arguments(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "submitted"
+    src.mkdir()
+    with pytest.raises(ValueError, match="invalid assignment name"):
+        gather(src, "../ex01", dest)
+    with pytest.raises(ValueError, match="lacks the named group"):
+        gather(src, A, dest, lms_regex=r"(?P<student_id>\w+)")
+    with pytest.raises(ValueError, match="neither a folder nor a zip"):
+        gather(tmp_path / "missing", A, dest)
+    with pytest.raises(ValueError, match="inside"):
+        gather(src, A, src / "out")
+
+
+def test_extracted_lms_folder_one_level_down(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "downloads"
+    write(src / "gradebook_ex01" / LMS.format("bob", "2016-01-30-15-30-10", f"{A}.ipynb"), b"bob")
+
+    intake = gather(src, A, dest)
+
+    assert intake == Intake(
+        notebooks={},
+        problems={"gradebook_ex01": ["holds LMS-named files; pass this folder as the source"]},
+        notes={},
+    )
+    assert gather(src / "gradebook_ex01", A, dest).notebooks == staged(dest, "bob")
