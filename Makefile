@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade lint clean
+.PHONY: help venv book test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade benchmark lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
@@ -26,6 +26,7 @@ help:
 	@echo "make release     instructors: regenerate exercises/ from solutions/"
 	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions"
 	@echo "make grade-demo  autograde the demo submissions into _build/grading/"
+	@echo "make benchmark   stock nbgrader vs the sandboxed command (--jobs 1, --jobs cores)"
 
 venv: $(STAMP)
 
@@ -77,6 +78,9 @@ grade: $(STAMP)
 
 grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
+
+benchmark: $(STAMP)
+	$(BIN)/python -m autograder.benchmark --out _build/grading/benchmark
 
 lint: $(STAMP)
 	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext chapters/_scripts

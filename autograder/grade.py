@@ -10,7 +10,8 @@ Usage::
 (``autograder/sandbox.py``); its tests, hidden ones included, run in a trusted worker process
 that calls the student's functions in the sandbox and judges the plain data that comes back
 (``autograder/verify.py``). ``OUT`` becomes an nbgrader course directory holding the gradebook
-(sqlite by default, or ``--db-url``), ``autograded/`` and ``feedback/<student>/<ASSIGNMENT>/*.html``,
+(sqlite by default, or ``--db-url``), ``autograded/`` and
+``feedback/<student>/<ASSIGNMENT>/*.html``,
 ``grades.csv`` (totals and one column per graded cell, flags and problems),
 ``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a submission already graded
 (same file) is not graded twice; ``--force`` regrades all.
@@ -74,7 +75,9 @@ def run_nbgrader(args: list[str], course: Path, db_url: str | None = None
     """Run one nbgrader command against the course directory ``course``."""
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
     if db_url:
-        cmd.append(f"--CourseDirectory.db_url={db_url}")
+        # nbgrader's default course id '' breaks PostgreSQL's foreign keys (its assignments
+        # belong to "default_course"); sqlite does not check them.
+        cmd += [f"--CourseDirectory.db_url={db_url}", "--CourseDirectory.course_id=default_course"]
     return subprocess.run(cmd, cwd=course, env=nbgrader_env(), capture_output=True, text=True,
                           check=False)
 
@@ -234,6 +237,7 @@ def grade(assignment: str, submissions: Path, out: Path, quiet: bool = False,
     from autograder.sandbox import unenforced
 
     started = time.perf_counter()
+    os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
     prepare_course(out, assignment, db_url)
     for warning in unenforced():
@@ -292,7 +296,7 @@ def _run_pool(assignment: str, out: Path, fresh: list[str], intake: Any, digests
             student = futures[future]
             try:
                 result = _from_outcome(student, future.result(), intake.notes.get(student, []))
-            except Exception as err:  # noqa: BLE001 - a worker died: only this student is hit
+            except Exception as err:
                 result = StudentResult(student, problems=[f"grading failed: {err}"[:300]],
                                        flags={"crash": [str(err)[:300]]})
             result.digest = digests[student]
@@ -306,23 +310,26 @@ def _run_pool(assignment: str, out: Path, fresh: list[str], intake: Any, digests
     bar.close()
 
 
+def _cell(r: StudentResult, test: str) -> float | str:
+    return "" if r.per_test.get(test) is None else float(r.per_test[test])
+
+
 def write_csvs(out: Path, assignment: str, results: list[StudentResult]) -> None:
     """grades.csv (totals, per-test scores, flags, problems) and scores_by_test.csv."""
     tests = sorted({name for r in results for name in r.per_test})
-    cell = lambda r, t: "" if r.per_test.get(t) is None else float(r.per_test[t])  # noqa: E731
     with (out / "grades.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["assignment", "student_id", "score", "max_score", "needs_manual_grade",
                          *tests, "flags", "problems"])
         for r in results:
             writer.writerow([assignment, r.student, r.score, r.max_score, r.manual_pending,
-                             *(cell(r, t) for t in tests), ";".join(sorted(r.flags)),
+                             *(_cell(r, t) for t in tests), ";".join(sorted(r.flags)),
                              " | ".join(r.problems)])
     with (out / "scores_by_test.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["student", "score", "max_score", *tests])
         for r in results:
-            writer.writerow([r.student, r.score, r.max_score, *(cell(r, t) for t in tests)])
+            writer.writerow([r.student, r.score, r.max_score, *(_cell(r, t) for t in tests)])
 
 
 def format_report(assignment: str, results: list[StudentResult], seconds: float,

@@ -39,7 +39,9 @@ def check(result, what):
 
 
 def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    def enc(s):
+        return None if s is None else s.encode()
+
     check(LIBC.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
           f"mount {target}")
 
@@ -141,7 +143,7 @@ def child(cfg):
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in cfg["pipes"]]
     for fd in cfg["pipes"]:
         os.close(fd)
-    for target, fd in zip((3, 4), high):
+    for target, fd in zip((3, 4), high, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     os.execve(cfg["python"], [cfg["python"], "-I", cfg["runner"]], cfg["env"])
@@ -168,7 +170,7 @@ def main():
     if pid == 0:
         try:
             child(cfg)
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             sys.stderr.write(f"JAIL-ERROR {type(err).__name__}: {err}\n")
         os._exit(97)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -112,7 +112,7 @@ class Session:
         if len(found) != len(inputs):
             raise ProtocolViolation("wrong number of gradients")
         out = []
-        for g, x in zip(found, inputs):
+        for g, x in zip(found, inputs, strict=True):
             if g is not None and (not isinstance(g, torch.Tensor) or g.shape != x.shape):
                 raise ProtocolViolation("a gradient of the wrong shape")
             out.append(None if g is None else g.to(x.dtype).to(x.device))
@@ -280,7 +280,7 @@ def _set_tensor(slots: dict[str, Any], leaf: str, value: Any, is_param: bool) ->
         slots[leaf] = value.detach().clone()
 
 
-# --------------------------------------------------------------------------- pickling into the sandbox
+# --------------------------------------------------------------------------- pickling into it
 
 class _Dumper(pickle.Pickler):
     def __init__(self, stream: Any, session: Session) -> None:
@@ -413,7 +413,7 @@ def _attach_graph(session: Session, cid: int, inputs: list[Any], result: Any) ->
         return result
     outs = _RemoteGrad.apply(session, cid, len(inputs), *inputs,
                              *[items[i].detach() for i in slots])
-    for i, t in zip(slots, outs):
+    for i, t in zip(slots, outs, strict=True):
         items[i] = t
     if isinstance(result, tuple):
         return tuple(items)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import math
 import os
 import pickle
 import re
@@ -57,7 +58,7 @@ class Runner:
     def __init__(self) -> None:
         self.main = types.ModuleType("__main__")
         self.main.__dict__["__builtins__"] = builtins
-        self.main.__dict__["display"] = lambda *values: print(*values)
+        self.main.__dict__["display"] = print
         sys.modules["__main__"] = self.main
         self.handles: dict[int, Any] = {}
         self.handle_ids: dict[int, int] = {}
@@ -88,8 +89,8 @@ class Runner:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         try:
-            exec(compile(code_text, name, "exec"), self.main.__dict__)  # noqa: S102
-        except BaseException as exc:  # noqa: BLE001 - a student's cell may raise anything
+            exec(compile(code_text, name, "exec"), self.main.__dict__)
+        except BaseException as exc:
             error = _describe_error(exc, name)
         finally:
             sys.stdout, sys.stderr = saved
@@ -113,7 +114,7 @@ class Runner:
             else:
                 try:
                     found[name] = ["value", enc.encode(value)]
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     found[name] = ["unsendable", f"{type(exc).__name__}: {exc}"]
         return {"names": found}, enc.blobs
 
@@ -125,7 +126,7 @@ class Runner:
         obj = self.handles[spec[1]]
         return getattr(obj, spec[2]) if len(spec) > 2 and spec[2] else obj
 
-    def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+    def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
 
         data, grad_refs = pickle.loads(blobs[0])
@@ -145,7 +146,7 @@ class Runner:
         with torch.set_grad_enabled(bool(header.get("grad"))):
             try:
                 result = fn(*payload["args"], **payload["kwargs"])
-            except BaseException as exc:  # noqa: BLE001 - sent back as data
+            except BaseException as exc:
                 error = _describe_error(exc, "")
         refs = {id(obj): k for k, obj in memo.items()}
         enc = self.encoder(refs)
@@ -164,12 +165,12 @@ class Runner:
         reply["notes"] = enc.notes
         return reply, enc.blobs
 
-    def backward(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+    def backward(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
 
         inputs, outputs = self.graphs[int(header["call"])]
         grads = pickle.loads(blobs[0])
-        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
+        pairs = [(o, g) for o, g in zip(outputs, grads, strict=False) if g is not None]
         found = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
                                     allow_unused=True)
         enc = self.encoder()
@@ -180,7 +181,7 @@ class Runner:
         try:
             value = getattr(self.handles[header["handle"]], header["name"])
             return {"value": enc.encode(value), "error": None}, enc.blobs
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             return {"error": _describe_error(exc, "")}, enc.blobs
 
     def _module_states(self, enc: Any) -> dict[str, Any]:
@@ -259,7 +260,7 @@ def _describe_module(module: Any, enc: Any) -> dict[str, Any]:
     plain = (bool, int, float, str, type(None))
     try:
         text = repr(module)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = f"<repr failed: {type(exc).__name__}>"
     return {
         "cls": type(module).__name__,
@@ -315,7 +316,7 @@ def _same(a: Any, b: Any) -> bool:
         return True
     if type(a) is not type(b) or type(a) not in (bool, int, float, str, type(None)):
         return False
-    return a == b or (type(a) is float and a != a and b != b)
+    return a == b or (type(a) is float and math.isnan(a) and math.isnan(b))
 
 
 def _changes(memo: dict[int, Any], before: dict[int, Any], enc: Any) -> list[Any]:
@@ -330,15 +331,15 @@ def _changes(memo: dict[int, Any], before: dict[int, Any], enc: Any) -> list[Any
             value, grad = old
             if (obj.requires_grad != grad or obj.dtype != value.dtype or obj.shape != value.shape
                     or obj.device != value.device
-                    or not torch.equal(obj.detach(), value) and not bool(
-                        (obj.detach() != obj.detach()).any())):
+                    or (not torch.equal(obj.detach(), value) and not bool(
+                        (obj.detach() != obj.detach()).any()))):
                 out.append(["tensor", k, enc.encode(obj.detach()), bool(obj.requires_grad)])
         elif isinstance(obj, np.ndarray):
             if obj.shape != old.shape or obj.dtype != old.dtype or not np.array_equal(
                     obj, old, equal_nan=obj.dtype.kind in "fc"):
                 out.append(["array", k, enc.encode(np.array(obj))])
         elif isinstance(obj, list):
-            if len(obj) != len(old) or any(not _same(a, b) for a, b in zip(obj, old)):
+            if len(obj) != len(old) or any(not _same(a, b) for a, b in zip(obj, old, strict=True)):
                 out.append(["list", k, enc.encode(list(obj))])
         elif isinstance(obj, dict):
             changed = [[enc.encode(key), enc.encode(v)] for key, v in obj.items()
@@ -396,7 +397,7 @@ def _describe_error(exc: BaseException, cell_name: str) -> dict[str, Any]:
     lines = traceback.format_list(student[-6:])
     try:
         message = str(exc)
-    except Exception:  # noqa: BLE001
+    except Exception:
         message = "<the error's message could not be shown>"
     return {"type": type(exc).__name__[:100], "bases": bases, "message": message[:4000],
             "traceback": "".join(lines)[-6000:]}
@@ -430,7 +431,7 @@ def serve() -> None:
                 return
             else:
                 reply, out = {"fault": f"unknown request {op!r}"}, []
-        except BaseException as exc:  # noqa: BLE001 - report, keep serving
+        except BaseException as exc:
             reply, out = {"fault": f"{type(exc).__name__}: {exc}"[:4000]}, []
         write_frame(REPLIES, reply, out)
 

@@ -191,7 +191,8 @@ class Sandbox:
             "processes": self.limits.processes, "file_bytes": self.limits.file_bytes,
             "address_space": None if gpu or _cgroup_dir("memory") else self.limits.memory_bytes,
             "uid": uid, "gid": uid, "require_fs_isolation": True, "pipes": [req_r, rep_w],
-            "python": sys.executable, "runner": "/home/student/.grader/autograder/runner.py", "env": env,
+            "python": sys.executable, "env": env,
+            "runner": "/home/student/.grader/autograder/runner.py",
         }
 
     def _join_cgroups(self, pid: int) -> None:
@@ -330,17 +331,17 @@ class Sandbox:
                 select.select([fd], [], [], min(left, 0.5))
             if ready[0] or ready[1]:
                 return
-            if self.proc is not None and self.proc.poll() is not None and not write:
-                # Replies already in the pipe are still read; an empty pipe means it ended.
-                if not select.select([fd], [], [], 0)[0]:
-                    raise self._gone("crash", "the submission's process ended")
+            ended = self.proc is not None and self.proc.poll() is not None and not write
+            # Replies already in the pipe are still read; an empty pipe means it ended.
+            if ended and not select.select([fd], [], [], 0)[0]:
+                raise self._gone("crash", "the submission's process ended")
 
     def _gone(self, reason: str, detail: str) -> SandboxGone:
         ended = self.proc is not None and self.proc.poll() is not None
         self.stop()
         code = self.proc.returncode if self.proc is not None else None
-        if self.memory_exceeded() or code in (128 + signal.SIGKILL,) and reason == "crash" \
-                and self._oom_hint():
+        if self.memory_exceeded() or (code in (128 + signal.SIGKILL,) and reason == "crash" \
+                and self._oom_hint()):
             return SandboxGone("memory", f"it used more than {self.limits.memory_bytes >> 20} MiB")
         if reason == "crash" and code == 128 + signal.SIGXCPU:
             return SandboxGone("timeout", f"it used more than {self.limits.cpu_seconds} s of CPU")

@@ -30,7 +30,8 @@ HIDDEN_NOTE = "# (hidden tests ran here; their code is not shown)"
 FLAG_WORDS = ("malformed", "tampering", "timeout", "memory", "crash", "output", "processes")
 
 SUSPICIOUS = [
-    (r"get_ipython|IPython|input_transformers|ast_transformers", "reaches into the notebook kernel"),
+    (r"get_ipython|IPython|input_transformers|ast_transformers",
+     "reaches into the notebook kernel"),
     (r"sys\s*\.\s*(excepthook|displayhook|settrace|setprofile|modules)|__builtins__|"
      r"\bbuiltins\b|__import__", "changes the interpreter"),
     (r"\bchecks\s*\.[\w.]*\s*=[^=]|setattr\s*\(\s*checks|(np|numpy|torch)\s*\.\s*testing\s*\."
@@ -143,7 +144,8 @@ def read_notebook(path: Path, outcome: Outcome) -> list[dict[str, Any]] | None:
     except UnicodeDecodeError as err:
         return _malformed(outcome, f"the file is not UTF-8 text ({err.reason} at byte {err.start})")
     except json.JSONDecodeError as err:
-        return _malformed(outcome, f"the file is not valid notebook JSON ({err.msg}, line {err.lineno})")
+        return _malformed(outcome, f"the file is not valid notebook JSON ({err.msg}, "
+                                   f"line {err.lineno})")
     except (OSError, ValueError, KeyError, TypeError) as err:
         return _malformed(outcome, f"not a notebook: {err}")
     kernel = nb.get("metadata", {}).get("kernelspec", {}) if isinstance(nb.get("metadata"), dict) \
@@ -157,7 +159,6 @@ def read_notebook(path: Path, outcome: Outcome) -> list[dict[str, Any]] | None:
 def _malformed(outcome: Outcome, reason: str) -> None:
     outcome.problems.append(f"malformed notebook: {reason}; not graded")
     outcome.flag("malformed", reason)
-    return None
 
 
 def check_cells(cells: list[dict[str, Any]], plan: Plan, outcome: Outcome) -> None:
@@ -285,7 +286,8 @@ class Run:
         return self.restarts < self.limits.restarts and time.monotonic() < self.deadline - 5
 
     def integrity(self) -> None:
-        if self.sandbox is None or self.sandbox.proc is None or self.sandbox.proc.poll() is not None:
+        proc = self.sandbox.proc if self.sandbox is not None else None
+        if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(SandboxGone):
             reply, _ = self.sandbox.request({"op": "integrity"}, timeout=10)
@@ -310,7 +312,7 @@ def trusted_namespace(plan: Plan) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "__grading__"}
     with contextlib.redirect_stdout(io.StringIO()):
         for gid, code in plan.setup:
-            exec(compile(code, f"<setup {gid}>", "exec"), namespace)  # noqa: S102
+            exec(compile(code, f"<setup {gid}>", "exec"), namespace)
     return namespace
 
 
@@ -347,14 +349,14 @@ def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | No
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
                     warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                exec(compile(code, f"<test {gid}>", "exec"), namespace)  # noqa: S102
+                exec(compile(code, f"<test {gid}>", "exec"), namespace)
             results[gid] = (True, buffer.getvalue(), "")
         except SandboxGone as gone:
             run.record_gone(gone, f"test {gid}")
             name, message = failure_message(gone)
             results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
             alive = False
-        except Exception as exc:  # noqa: BLE001 - a failed check (or a student error)
+        except Exception as exc:
             name, message = failure_message(exc)
             results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
         outcome.scores[gid] = points if results[gid][0] else 0.0

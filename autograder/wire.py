@@ -95,7 +95,7 @@ class Encoder:
         self.blobs.append(bytes(data))
         return len(self.blobs) - 1
 
-    def encode(self, value: Any, depth: int = 0) -> Any:  # noqa: C901 (one branch per type)
+    def encode(self, value: Any, depth: int = 0) -> Any:  # noqa: PLR0911
         if depth > MAX_DEPTH:
             raise WireError("value nested too deeply")
         if id(value) in self.refs and not isinstance(value, (bool, int, float, str, type(None))):
@@ -125,7 +125,7 @@ class Encoder:
             return ["u", [self.encode(v, depth + 1) for v in value]]
         return self._handle(value)
 
-    def _encode_library(self, value: Any, depth: int) -> Any:
+    def _encode_library(self, value: Any, depth: int) -> Any:  # noqa: PLR0911
         import numpy as np
 
         torch = _torch()
@@ -195,7 +195,7 @@ class Decoder:
         self.refs = refs or {}
         self.handle = handle
 
-    def decode(self, node: Any, depth: int = 0) -> Any:  # noqa: C901 (one branch per tag)
+    def decode(self, node: Any, depth: int = 0) -> Any:  # noqa: PLR0911
         if depth > MAX_DEPTH or not isinstance(node, list) or not node:
             raise WireError("malformed value")
         tag, args = node[0], node[1:]
@@ -223,7 +223,6 @@ class Decoder:
         if tag == "a":
             return self._array(*args)
         if tag == "ns":
-            import numpy as np
 
             dtype = self._dtype(args[0])
             return dtype.type(self.decode(args[1], depth + 1))
@@ -317,8 +316,8 @@ class Decoder:
 
 
 def _device_text(text: Any) -> str:
-    if not isinstance(text, str) or not (text == "cpu" or text == "cuda"
-                                         or (text.startswith("cuda:") and text[5:].isdigit())):
+    cuda_n = isinstance(text, str) and text.startswith("cuda:") and text[5:].isdigit()
+    if not isinstance(text, str) or not (text in {"cpu", "cuda"} or cuda_n):
         raise WireError(f"refused device {text!r}")
     return text
 

@@ -191,8 +191,9 @@ def test_bad_submissions_affect_only_themselves(tmp_path: Path) -> None:
     results = {r.student: r for r in grade(ASSIGNMENT, subs, tmp_path / "course", quiet=True)}
     assert results["ada_correct"].score == 12.0 and not results["ada_correct"].problems
     assert any("malformed" in p for p in results["zed_broken"].problems)
-    assert any("missing" in p for p in results["yan_empty"].problems)
-    assert any("bad student name" in p for p in results["bad name!"].problems)
+    assert any("no notebook" in p for p in results["yan_empty"].problems)
+    assert any("invalid student id" in p for p in results["bad name!"].problems)
+    assert results["zed_broken"].flags.get("malformed") and results["zed_broken"].score == 0
     report = (tmp_path / "course" / "report.txt").read_text(encoding="utf-8")
     for student in ("zed_broken", "yan_empty"):
         assert student in report

@@ -1,0 +1,82 @@
+"""The grading command at scale: parallel grades equal serial ones, a rerun (or a resumed,
+interrupted run) neither loses nor duplicates a grade, an LMS zip download is graded like the
+nbgrader layout, and the gradebook can live in a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from pg_server import postgres_url  # noqa: F401 (a pytest fixture)
+
+from autograder.demo.__main__ import write_submissions
+from autograder.grade import grade
+
+pytestmark = pytest.mark.slow
+EX02 = "ex02_dropout_mechanics"
+EX01 = "ex01_overfitting"
+
+
+def scores(results: list) -> dict[str, tuple[float, dict]]:
+    return {r.student: (r.score, r.per_test) for r in results}
+
+
+def test_parallel_grades_equal_serial_and_reruns_resume(tmp_path: Path) -> None:
+    """--jobs 2 gives the same per-test grades as --jobs 1; running again regrades nothing; a
+    lost result (an interrupted run) is regraded once, and the gradebook keeps one submission
+    per student."""
+    from nbgrader.api import Gradebook
+
+    expected = write_submissions(EX02, tmp_path / "subs")
+    serial = grade(EX02, tmp_path / "subs", tmp_path / "serial", quiet=True, jobs=1)
+    out = tmp_path / "parallel"
+    parallel = grade(EX02, tmp_path / "subs", out, quiet=True, jobs=2)
+    assert scores(serial) == scores(parallel)
+    assert {r.student: r.score for r in parallel} == expected
+    again = grade(EX02, tmp_path / "subs", out, quiet=True, jobs=2)
+    assert scores(again) == scores(parallel)
+    assert [r.seconds for r in again] == [r.seconds for r in parallel], "regraded a cached result"
+    lost = sorted(expected)[0]
+    (out / "results" / f"{lost}.json").unlink()  # as if the run was killed before saving it
+    resumed = grade(EX02, tmp_path / "subs", out, quiet=True, jobs=2)
+    assert scores(resumed) == scores(parallel)
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        graded = sorted(s.student.id for s in gb.find_assignment(EX02).submissions)
+        assert graded == sorted(expected)
+        assert {s: gb.find_submission(EX02, s).score for s in expected} == expected
+
+
+def test_lms_zip_download_is_graded(tmp_path: Path) -> None:
+    """A zip named per nbgrader's zip-collect convention grades like the nbgrader layout."""
+    expected = write_submissions(EX01, tmp_path / "subs")
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for student in expected:
+            notebook = tmp_path / "subs" / student / EX01 / f"{EX01}.ipynb"
+            # The convention's greedy pattern reads ids without underscores (e.g. Blackboard's).
+            lms_id = student.replace("_", "")
+            zf.write(notebook, f"{EX01}_{lms_id}_attempt_2026-11-20-10-00-00_{EX01}.ipynb")
+    results = grade(EX01, archive, tmp_path / "out", quiet=True, jobs=2)
+    assert {r.student: r.score for r in results} == {
+        s.replace("_", ""): score for s, score in expected.items()}
+
+
+def test_postgres_gradebook(tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """With --db-url the grades land in a real PostgreSQL gradebook, the same as with sqlite."""
+    from nbgrader.api import Gradebook
+
+    expected = write_submissions(EX01, tmp_path / "subs")
+    keep = {"ada_correct", "ben_partial"}
+    for student in set(expected) - keep:
+        for path in sorted((tmp_path / "subs" / student).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (tmp_path / "subs" / student).rmdir()
+    results = grade(EX01, tmp_path / "subs", tmp_path / "out", quiet=True, jobs=2,
+                    db_url=postgres_url)
+    assert {r.student: r.score for r in results} == {s: expected[s] for s in keep}
+    assert not (tmp_path / "out" / "gradebook.db").exists()
+    with Gradebook(postgres_url) as gb:
+        assert "postgresql" in str(gb.db.get_bind().url)
+        got = {s: gb.find_submission(EX01, s).score for s in keep}
+    assert got == {s: expected[s] for s in keep}
