@@ -74,6 +74,10 @@ def build_root(cfg):
     root = cfg["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    # The private /tmp comes first: the binds below may lie under /tmp (a clone's venv).
+    os.makedirs(root + "/tmp", exist_ok=True)
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={cfg['tmp_bytes']},mode=1777")
     for path in cfg["ro_binds"]:
         if os.path.exists(path):
             bind(root, path)
@@ -86,10 +90,9 @@ def build_root(cfg):
     os.symlink("/proc/self/fd", root + "/dev/fd")
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{fd}", f"{root}/dev/{name}")
-    for tmp in ("/tmp", "/dev/shm"):
-        os.makedirs(root + tmp, exist_ok=True)
-        mount("tmpfs", root + tmp, "tmpfs", MS_NOSUID | MS_NODEV,
-              f"size={cfg['tmp_bytes']},mode=1777")
+    os.makedirs(root + "/dev/shm", exist_ok=True)
+    mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={cfg['tmp_bytes']},mode=1777")
     os.makedirs(root + "/proc", exist_ok=True)
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV)
     bind(root, cfg["workdir"], writable=True, dest=SANDBOX_HOME)
