@@ -21,7 +21,6 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
-import random
 from typing import Any
 
 import numpy as np
@@ -65,7 +64,7 @@ class Session:
              instance_class: type | None = None) -> Any:
         """Run ``target(*args, **kwargs)`` in the sandbox; return the decoded result."""
         self.calls += 1
-        payload = {"args": tuple(args), "kwargs": dict(kwargs), "rng": _get_rng(),
+        payload = {"args": tuple(args), "kwargs": dict(kwargs), "rng": wire.get_rng(),
                    "self_state": owner._remote_state() if owner is not None else None}
         stream = io.BytesIO()
         dumper = _Dumper(stream, self)
@@ -87,7 +86,7 @@ class Session:
             self._update_mirrors(header.get("modules") or {}, decoder)
             for change in header.get("sync") or []:
                 _apply_change(change, memo, decoder)
-            _set_rng(decoder.decode(header["rng"]))
+            wire.set_rng(decoder.decode(header["rng"]))
             self.notes += [str(n)[:300] for n in header.get("notes") or []][:20]
             error = header.get("error")
             result = None if error is not None else decoder.decode(header["result"])
@@ -367,28 +366,6 @@ def remote_error(err: dict[str, Any], session: Session) -> BaseException:
     exc = cls(message) if cls is not KeyError else KeyError(message)
     exc.student_traceback = str(err.get("traceback", ""))[:6000]
     return exc
-
-
-def _get_rng() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
-             "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng(state: Any) -> None:
-    if not isinstance(state, dict):
-        raise ProtocolViolation("malformed random state")
-    torch.set_rng_state(state["torch"].to(torch.uint8))
-    numpy_state = state["numpy"]
-    np.random.set_state((str(numpy_state[0]), np.asarray(numpy_state[1], dtype=np.uint32),
-                         int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])))
-    python = state["python"]
-    random.setstate((int(python[0]), tuple(int(v) for v in python[1]),
-                     None if python[2] is None else float(python[2])))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
 
 
 # --------------------------------------------------------------------------- autograd

@@ -129,12 +129,14 @@ class Runner:
     def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
 
+        from autograder.wire import get_rng, set_rng
+
         data, grad_refs = pickle.loads(blobs[0])
         loader = _Loader(io.BytesIO(data), self)
         payload = loader.load()
         memo = loader.memo.copy()
         before = _snapshot(memo)
-        _set_rng(payload["rng"])
+        set_rng(payload["rng"])
         if payload.get("self_state") is not None:
             _apply_module_state(self.handles[header["target"][1]], payload["self_state"])
         fn = self.target(header["target"])
@@ -150,7 +152,7 @@ class Runner:
                 error = _describe_error(exc, "")
         refs = {id(obj): k for k, obj in memo.items()}
         enc = self.encoder(refs)
-        reply: dict[str, Any] = {"error": error, "rng": enc.encode(_get_rng())}
+        reply: dict[str, Any] = {"error": error, "rng": enc.encode(get_rng())}
         if error is None:
             reply["result"] = enc.encode(result)
             outputs = _graph_outputs(result)
@@ -364,32 +366,6 @@ def _changes(memo: dict[int, Any], before: dict[int, Any], enc: Any) -> list[Any
     return out
 
 
-def _get_rng() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-    import torch
-
-    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
-             "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(tuple(state["numpy"]))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _describe_error(exc: BaseException, cell_name: str) -> dict[str, Any]:
     bases = [k.__name__ for k in type(exc).__mro__ if k.__module__ == "builtins"]
     frames = traceback.extract_tb(exc.__traceback__)
@@ -427,13 +403,13 @@ def serve() -> None:
             elif op == "integrity":
                 reply, out = runner.integrity(), []
             elif op == "bye":
-                write_frame(REPLIES, {"ok": True})
+                write_frame(REPLIES, {"ok": True, "id": header.get("id")})
                 return
             else:
                 reply, out = {"fault": f"unknown request {op!r}"}, []
         except BaseException as exc:
             reply, out = {"fault": f"{type(exc).__name__}: {exc}"[:4000]}, []
-        write_frame(REPLIES, reply, out)
+        write_frame(REPLIES, {**reply, "id": header.get("id")}, out)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,8 @@ class Sandbox:
         self.output_seen = 0
         self.warnings: list[str] = []
         self.deadline = time.monotonic() + limits.submission_seconds
+        self.gone: SandboxGone | None = None
+        self.requests = 0
 
     # ----------------------------------------------------------------- start / stop
 
@@ -261,9 +263,15 @@ class Sandbox:
                 time.sleep(0.05)
 
     def memory_exceeded(self) -> bool:
+        """Whether the memory cgroup hit its limit (read before the cgroup is removed)."""
         for group in self.cgroups:
             with contextlib.suppress(OSError, ValueError):
                 if int((group / "memory.failcnt").read_text()) > 0:
+                    return True
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split() for line in
+                              (group / "memory.oom_control").read_text().splitlines())
+                if int(fields.get("oom_kill", 0)) > 0:
                     return True
         return False
 
@@ -277,13 +285,20 @@ class Sandbox:
     def request(self, header: dict[str, Any], blobs: list[bytes] = (),
                 timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
         """Send one request and wait for its reply, within ``timeout`` seconds and the
-        submission's overall deadline. Raises :class:`SandboxGone`."""
+        submission's overall deadline. Raises :class:`SandboxGone` (again on every later
+        request, once the sandbox is gone)."""
+        if self.gone is not None:
+            raise self.gone
         limit = min(self.deadline, time.monotonic() + (timeout or self.limits.call_seconds))
+        self.requests += 1
         try:
-            self._send(header, blobs, limit)
+            self._send({**header, "id": self.requests}, blobs, limit)
             reply = wire.read_frame(lambda n: self._read(n, limit))
         except wire.WireError as err:
             raise self._gone("protocol", str(err)) from None
+        if reply[0].get("id") != self.requests:
+            raise self._gone("protocol", "a reply did not answer its request (something wrote "
+                             "into the grader's channel)")
         if "fault" in reply[0]:
             raise SandboxGone("protocol", f"the runner failed: {reply[0]['fault']}")
         return reply
@@ -337,11 +352,18 @@ class Sandbox:
                 raise self._gone("crash", "the submission's process ended")
 
     def _gone(self, reason: str, detail: str) -> SandboxGone:
+        self.gone = self._diagnose(reason, detail)
+        return self.gone
+
+    def _diagnose(self, reason: str, detail: str) -> SandboxGone:
+        if self.proc is not None and self.proc.poll() is None and reason == "crash":
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2)  # the jail reports the runner's end a moment later
         ended = self.proc is not None and self.proc.poll() is not None
+        memory = self.memory_exceeded()  # before stop() removes the cgroup
         self.stop()
         code = self.proc.returncode if self.proc is not None else None
-        if self.memory_exceeded() or (code in (128 + signal.SIGKILL,) and reason == "crash" \
-                and self._oom_hint()):
+        if memory or (code == 128 + signal.SIGKILL and reason == "crash" and self._oom_hint()):
             return SandboxGone("memory", f"it used more than {self.limits.memory_bytes >> 20} MiB")
         if reason == "crash" and code == 128 + signal.SIGXCPU:
             return SandboxGone("timeout", f"it used more than {self.limits.cpu_seconds} s of CPU")

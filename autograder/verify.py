@@ -252,7 +252,7 @@ class Run:
             except SandboxGone as gone:
                 self.program.skipped.add(index)
                 self.outputs[index] = {"gone": gone.detail}
-                self.record_gone(gone, f"cell {name.strip('<>')}")
+                self.record_gone(gone, name.strip("<>"))
                 raise
             if index >= 0:
                 self.outputs[index] = reply
@@ -267,15 +267,18 @@ class Run:
         reply, blobs = self.sandbox.request({"op": "describe", "names": self.plan.names()})
         names: dict[str, Any] = {}
         decoder = wire.Decoder(blobs, {}, self.session._handle)
-        for name, info in reply["names"].items():
-            if name not in self.plan.names() or not isinstance(info, list):
-                continue
-            if info[0] == "function":
-                names[name] = RemoteFunction(self.session, name)
-            elif info[0] == "class":
-                names[name] = make_class(self.session, name, bool(info[1]))
-            elif info[0] == "value":
-                names[name] = decoder.decode(info[1])
+        try:
+            for name, info in dict(reply["names"]).items():
+                if name not in self.plan.names() or not isinstance(info, list) or not info:
+                    continue
+                if info[0] == "function":
+                    names[name] = RemoteFunction(self.session, name)
+                elif info[0] == "class":
+                    names[name] = make_class(self.session, name, bool(info[1]))
+                elif info[0] == "value":
+                    names[name] = decoder.decode(info[1])
+        except (KeyError, TypeError, ValueError, IndexError, wire.WireError) as err:
+            raise self.sandbox._gone("protocol", f"unreadable list of names ({err})") from None
         return names
 
     def record_gone(self, gone: SandboxGone, where: str) -> None:
@@ -345,19 +348,24 @@ def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | No
                 continue
         buffer = io.StringIO()
         torch.manual_seed(0)
+        error: BaseException | None = None
         try:
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
                     warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 exec(compile(code, f"<test {gid}>", "exec"), namespace)
-            results[gid] = (True, buffer.getvalue(), "")
-        except SandboxGone as gone:
+        except Exception as exc:  # a failed check, or the sandbox gone (SandboxGone)
+            error = exc
+        # Checks wrap a student's error in their own (run_student, expect_raises): a sandbox
+        # that died under a test fails it, even where a check took the error as expected.
+        gone = run.sandbox.gone if run.sandbox is not None else None
+        if gone is not None:
             run.record_gone(gone, f"test {gid}")
-            name, message = failure_message(gone)
-            results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
-            alive = False
-        except Exception as exc:
-            name, message = failure_message(exc)
+            error, alive = gone, False
+        if error is None:
+            results[gid] = (True, buffer.getvalue(), "")
+        else:
+            name, message = failure_message(error)
             results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
         outcome.scores[gid] = points if results[gid][0] else 0.0
         outcome.points[gid] = points
@@ -391,24 +399,33 @@ def grade_submission(student: str, notebook: Path, plan: Plan, limits: Limits, s
         if index >= 0:
             scan_code(code, outcome)
     run = Run(program, plan, limits, slot, scratch, outcome)
-    names = None
+    results: dict[str, tuple[bool, str, str]] = {}
     try:
-        for _attempt in range(limits.restarts + 1):
-            try:
-                names = run.start()
-                break
-            except SandboxGone:
-                run.stop()
-                run.restarts += 1
-                if not run.can_restart():
-                    break
-        results = run_tests(run, plan, outcome, names)
+        results = run_tests(run, plan, outcome, _first_start(run))
         run.integrity()
+    except Exception as err:  # a grader bug must cost only this submission
+        outcome.problems.append(f"grading stopped: {type(err).__name__}: {err}"[:300])
+        outcome.flag("crash", f"grading stopped: {type(err).__name__}")
     finally:
         run.stop()
+    for gid, points, _code in plan.tests:
+        outcome.scores.setdefault(gid, 0.0)
+        outcome.points[gid] = points
     _manual_scores(cells, plan, outcome)
     outcome.autograded = build_autograded(cells, plan, program, run.outputs, results, outcome)
     return _finish(outcome, started)
+
+
+def _first_start(run: Run) -> dict[str, Any] | None:
+    """Start the sandbox; a cell that kills it is skipped and the sandbox started again."""
+    while True:
+        try:
+            return run.start()
+        except SandboxGone:
+            run.stop()
+            run.restarts += 1
+            if not run.can_restart():
+                return None
 
 
 def _manual_scores(cells: list[dict[str, Any]], plan: Plan, outcome: Outcome) -> None:

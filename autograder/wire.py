@@ -344,3 +344,41 @@ def main_attribute(name: str) -> Any:
     import __main__
 
     return getattr(__main__, name)
+
+
+# --------------------------------------------------------------------------- random state
+
+def get_rng() -> dict[str, Any]:
+    """The global random state of Python, NumPy and PyTorch (CPU, and CUDA once initialised):
+    sent with every call so that a seed set on one side governs the code on the other."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng(state: Any) -> None:
+    """Install a state made by :func:`get_rng`, checking its types (it may come from the
+    sandbox). Raises :class:`WireError` or ``TypeError``/``ValueError`` on a malformed one."""
+    import random
+
+    import numpy as np
+    import torch
+
+    if not isinstance(state, dict):
+        raise WireError("malformed random state")
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    numpy_state = state["numpy"]
+    np.random.set_state((str(numpy_state[0]), np.asarray(numpy_state[1], dtype=np.uint32),
+                         int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])))
+    python = state["python"]
+    random.setstate((int(python[0]), tuple(int(v) for v in python[1]),
+                     None if python[2] is None else float(python[2])))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
