@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -142,3 +143,21 @@ def run(cmd: list[str], cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProce
     return subprocess.run(
         cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True, check=False, **kwargs
     )
+
+
+#: Short sandbox limits for the attack and bad-input suites (a loop costs seconds, not minutes).
+SHORT_LIMITS = {"cell_seconds": 10, "call_seconds": 10, "submission_seconds": 90,
+                "memory_bytes": 1 << 30}
+
+
+def grade_written(base: Path, assignment: str, write: Callable[[Path], object]
+                  ) -> tuple[Path, dict[str, object]]:
+    """Write submissions with ``write(folder)`` and grade them all in one call with short limits
+    and two jobs: (course folder, results by student)."""
+    from autograder.grade import grade
+
+    write(base / "submissions")
+    out = base / "course"
+    results = grade(assignment, base / "submissions", out, quiet=True, jobs=2,
+                    limits=SHORT_LIMITS)
+    return out, {r.student: r for r in results}
