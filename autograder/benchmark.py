@@ -146,16 +146,23 @@ def make_classes(exercises: list[str], per_exercise: int, out: Path) -> dict[str
 
 
 def read_grades(path: Path) -> dict[str, float] | None:
-    """Scores by student from an nbgrader export (``student_id``, ``score``) or from
-    ``scores_by_test.csv`` (``student``, ``score``); None when there is nothing readable."""
+    """Scores by student from a grades file with ``student_id`` (nbgrader's export, the grading
+    command's grades.csv) or ``student`` (scores_by_test.csv) and ``score`` columns; None when
+    there is nothing readable."""
     if not path.is_file():
         return None
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        return {(row.get("student_id") or row["student"]): float(row["score"]) for row in rows}
-    except (KeyError, ValueError, csv.Error):
+    except (UnicodeDecodeError, csv.Error):
         return None
+    scores = {}
+    for row in rows:  # a row without a number (not graded) leaves its student out
+        try:
+            scores[row.get("student_id") or row["student"]] = float(row["score"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return scores or None
 
 
 def _write_log(log: Path, proc: subprocess.CompletedProcess[str]) -> None:
