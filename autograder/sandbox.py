@@ -376,7 +376,7 @@ class Sandbox:
                    bytes(self.output["stderr"]).decode("utf-8", "replace").splitlines()[-5:])
 
 
-def prepare_workdir(parent: Path, notebook_name: str) -> Path:
+def prepare_workdir(parent: Path) -> Path:
     """A fresh working folder: the public library in ``.grader/`` (read-only) and an empty,
     writable ``submission`` folder the cells run in."""
     workdir = Path(tempfile.mkdtemp(prefix="work-", dir=parent))

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograder.feedback import HIDDEN_NOTE
 from autograder.sandbox import Limits, Sandbox, SandboxGone, prepare_workdir
 
 MAX_NOTEBOOK_BYTES = 64 << 20
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
-HIDDEN_NOTE = "# (hidden tests ran here; their code is not shown)"
 FLAG_WORDS = ("malformed", "tampering", "timeout", "memory", "crash", "output", "processes")
 
 SUSPICIOUS = [
@@ -238,7 +238,7 @@ class Run:
         """Start the sandbox, run the cells, and return the names to bind (proxies)."""
         from autograder.remote import Session
 
-        workdir = prepare_workdir(self.scratch, "submission")
+        workdir = prepare_workdir(self.scratch)
         self.sandbox = Sandbox(workdir, self.limits, self.slot)
         self.sandbox.deadline = self.deadline
         self.sandbox.start()
