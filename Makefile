@@ -24,9 +24,9 @@ help:
 	@echo "make time-dropout [ARGS=\"--device cuda --quick\"]  time a training step with/without dropout"
 	@echo "make lab         students: JupyterLab on exercises/ with nbgrader's Validate button"
 	@echo "make release     instructors: regenerate exercises/ from solutions/"
-	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions"
+	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions (A=all: every exercise)"
 	@echo "make grade-demo  autograde the demo submissions into _build/grading/"
-	@echo "make benchmark   stock nbgrader vs the sandboxed command (--jobs 1, --jobs cores)"
+	@echo "make benchmark   stock nbgrader vs the sandboxed command, and one full submission's latency"
 
 venv: $(STAMP)
 

@@ -15,8 +15,11 @@ graded three ways, side by side, and each is timed by wall clock:
 * ``python -m autograder.grade EXERCISE CLASS --out DIR --jobs 1`` (the whole command);
 * the same with ``--jobs N`` (default: the machine's CPU count).
 
-Then one correct student's full submission (every exercise asked for) is graded with
-``--jobs N``, one exercise at a time, to measure what a single student waits.
+Then one student's full submission (every exercise asked for, each one the demo's correct
+student) is graded by ONE command, ``python -m autograder.grade EX1,EX2,... FULL --out DIR
+--jobs N``, to measure what a single student waits: first into a new course folder (releasing
+the exercises into a new gradebook included: the cold case), then, as a second student, into
+that same folder (the usual case during a term, when the course is already prepared).
 
 Prints a table (and writes ``OUT/benchmark.json``) with the times, the speed-ups and the
 targets; every student's score must be the same in all three gradings and equal to what the
@@ -27,6 +30,7 @@ leave (class, course directories, logs) stays under ``OUT`` for inspection.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import inspect
@@ -50,6 +54,8 @@ MARKER = ".dropout-course-benchmark"
 #: student's full submission (every exercise) graded within this many seconds.
 TARGET_SPEEDUP = 1.7
 TARGET_FULL_SUBMISSION_S = 15.0
+#: The ids of the full submission graded into a new course folder, then into the same folder.
+FULL_IDS = ("full_correct", "full_correct_again")
 
 
 @dataclass
@@ -115,29 +121,31 @@ def _copy_submission(demo: Path, student: str, new_id: str, exercise: str, dest:
 
 
 def make_classes(exercises: list[str], per_exercise: int, out: Path) -> dict[str, dict]:
-    """Write every exercise's class and single-student folder under ``out``.
+    """Write every exercise's class under ``out/class`` and the full submissions under
+    ``out/full`` (:data:`FULL_IDS`: one folder each, every exercise, the correct student's
+    notebooks).
 
     Returns, per exercise: ``class`` (folder ``<id>/<exercise>/<exercise>.ipynb``), ``expected``
-    (id -> the demo's expected score), ``single`` (folder holding only the correct student,
-    under its demo name) and ``single_student``.
+    (id -> the demo's expected score), ``single_student`` (the demo's correct student) and
+    ``single_expected`` (the full submissions' ids -> that student's expected score).
     """
     made: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="benchmark-demo-") as tmp:
         for exercise in exercises:
             demo = Path(tmp) / exercise
             expected = write_submissions(exercise, demo)
-            klass, single = out / "class" / exercise, out / "single" / exercise
+            klass = out / "class" / exercise
             ids = class_ids(list(expected), per_exercise)
             for new_id, student in ids:
                 _copy_submission(demo, student, new_id, exercise, klass)
             chosen = correct_student(expected)
-            _copy_submission(demo, chosen, chosen, exercise, single)
+            for full_id in FULL_IDS:
+                _copy_submission(demo, chosen, full_id, exercise, out / "full" / full_id)
             made[exercise] = {
                 "class": klass,
                 "expected": {new_id: expected[student] for new_id, student in ids},
-                "single": single,
                 "single_student": chosen,
-                "single_expected": {chosen: expected[chosen]},
+                "single_expected": dict.fromkeys(FULL_IDS, expected[chosen]),
             }
     return made
 
@@ -214,6 +222,52 @@ def time_ours(exercise: str, submissions: Path, out: Path, jobs: int | None, log
     problem = f"exit {proc.returncode}" if proc.returncode != 0 else ""
     scores = read_grades(out / "grades.csv") or read_grades(out / "scores_by_test.csv")
     return Run(seconds, not problem, scores, str(log), problem)
+
+
+FULL_MODES = ("full_cold", "full_warm")
+
+
+def read_full_scores(path: Path, student: str) -> dict[str, float] | None:
+    """Exercise -> score of ``student`` from a multi-assignment grades.csv; None when there is
+    nothing readable."""
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("student_id") == student]
+    try:
+        return {r["assignment"]: float(r["score"]) for r in rows} or None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def time_full(exercises: list[str], out: Path, jobs: int | None,
+              say: Callable[[str], None]) -> dict:
+    """Time one command grading a full submission into a new course folder, then another
+    into the same folder. Returns ``runs`` (mode -> Run whose ``scores`` are by exercise) and
+    ``per_exercise_s`` (the cold run's grading seconds per exercise, as the command measured
+    them)."""
+    runs: dict[str, Run] = {}
+    course = out / "full_graded"
+    per_exercise: dict[str, float] = {}
+    for mode, full_id in zip(FULL_MODES, FULL_IDS, strict=True):
+        say(f"one full submission ({len(exercises)} exercises, {mode.split('_')[1]}) ...")
+        folder = out / "full" / full_id
+        cmd = [sys.executable, "-m", "autograder.grade", ",".join(exercises), str(folder),
+               "--out", str(course)] + (["--jobs", str(jobs)] if jobs is not None else [])
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=COURSE_ROOT, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t0
+        log = out / "logs" / f"{mode}.log"
+        _write_log(log, proc)
+        runs[mode] = Run(seconds, proc.returncode == 0,
+                         read_full_scores(course / "grades.csv", full_id), str(log),
+                         f"exit {proc.returncode}" if proc.returncode else "")
+        if mode == FULL_MODES[0]:
+            for exercise in exercises:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    result = course / "results" / exercise / f"{full_id}.json"
+                    per_exercise[exercise] = json.loads(result.read_text("utf-8"))["seconds"]
+    return {"runs": runs, "per_exercise_s": per_exercise}
 
 
 def warm_up() -> None:
@@ -312,8 +366,10 @@ def format_table(report: dict) -> str:
                                for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
     full = report["full_submission"]
     parts = ", ".join(f"{ex} {s:.1f} s" for ex, s in full["per_exercise_s"].items())
-    lines += ["", f"One full submission ({len(full['per_exercise_s'])} exercise(s), "
-              f"--jobs {n}, correct student): {full['total_s']:.1f} s  ({parts})", "", "Targets:"]
+    lines += ["", f"One full submission ({len(full['students'])} exercise(s), one command, "
+              f"--jobs {n}, correct answers): {full['cold_s']:.1f} s in a new course folder "
+              f"(releasing the exercises included), {full['warm_s']:.1f} s in a prepared one",
+              f"  (each exercise's grading, as the command timed it: {parts})", "", "Targets:"]
     for t in report["targets"]:
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
         lines.append(f"  {t['status']:<4}  {t['target']}: {value} (wanted {t['wanted']})")
@@ -394,29 +450,31 @@ def benchmark(exercises: list[str], per_exercise: int, jobs: int, out: Path,
         failed += _failures(exercise, runs)
         n_compared, found = compare_scores(exercise, made[exercise]["expected"], runs)
         compared, mismatches = compared + n_compared, mismatches + found
-    latency: dict[str, float] = {}
-    for exercise in exercises:
-        say(f"[{exercise}] one full submission ({made[exercise]['single_student']}) ...")
-        single = {"single": time_ours(exercise, made[exercise]["single"],
-                                      out / "single_graded" / exercise, ours_jobs,
-                                      out / "logs" / f"single_{exercise}.log")}
-        latency[exercise] = single["single"].seconds
-        failed += _failures(exercise, single)
-        n_compared, found = compare_scores(exercise, made[exercise]["single_expected"], single)
-        compared, mismatches = compared + n_compared, mismatches + found
-    report = make_report(rows, latency, made, jobs, has_jobs, per_exercise, skip_stock)
+    full = time_full(exercises, out, ours_jobs, say)
+    failed += _failures("full submission", full["runs"])
+    for (mode, run), full_id in zip(full["runs"].items(), FULL_IDS, strict=True):
+        for exercise in exercises:
+            # unreadable grades compare nothing; a readable file without the score mismatches
+            scores = None
+            if run.scores is not None:
+                scores = {full_id: run.scores[exercise]} if exercise in run.scores else {}
+            one = Run(run.seconds, run.ok, scores, run.log)
+            expected = {full_id: made[exercise]["single_expected"][full_id]}
+            n_compared, found = compare_scores(exercise, expected, {mode: one})
+            compared, mismatches = compared + n_compared, mismatches + found
+    report = make_report(rows, full, made, jobs, has_jobs, per_exercise, skip_stock)
     report["score_check"] = {"students_compared": compared, "mismatches": mismatches}
     report["failed_runs"] = failed
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 
-def make_report(rows: list[dict], latency: dict[str, float], made: dict[str, dict], jobs: int,
+def make_report(rows: list[dict], full: dict, made: dict[str, dict], jobs: int,
                 has_jobs: bool, per_exercise: int, skip_stock: bool) -> dict:
-    """The report's figures: the table rows and totals, the full-submission latency and the
-    targets with PASS / MISS."""
+    """The report's figures: the table rows and totals, the full-submission latency (the
+    target is judged on the cold run, the slower case) and the targets with PASS / MISS."""
     total = total_row(rows)
-    full_s = sum(latency.values())
+    cold, warm = (full["runs"][mode].seconds for mode in FULL_MODES)
     return {
         "cpu_count": os.cpu_count(),
         "jobs": jobs,
@@ -426,16 +484,18 @@ def make_report(rows: list[dict], latency: dict[str, float], made: dict[str, dic
         "exercises": rows,
         "total": total,
         "full_submission": {
-            "students": {ex: made[ex]["single_student"] for ex in latency},
-            "per_exercise_s": latency,
-            "total_s": full_s,
+            "students": {ex: made[ex]["single_student"] for ex in made},
+            "cold_s": cold,
+            "warm_s": warm,
+            "per_exercise_s": full["per_exercise_s"],
         },
         "targets": [
             target(f"parallel (--jobs {jobs}) speed-up over stock serial nbgrader",
                    f">= {TARGET_SPEEDUP}x", total["speedup_stock_over_jobsN"],
                    lambda v: v >= TARGET_SPEEDUP),
-            target("one full submission, wall seconds", f"<= {TARGET_FULL_SUBMISSION_S:g} s",
-                   full_s, lambda v: v <= TARGET_FULL_SUBMISSION_S),
+            target("one full submission, one command, new course folder, wall seconds",
+                   f"<= {TARGET_FULL_SUBMISSION_S:g} s", cold,
+                   lambda v: v <= TARGET_FULL_SUBMISSION_S),
         ],
     }
 

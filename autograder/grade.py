@@ -2,24 +2,29 @@
 
 Usage::
 
-    python -m autograder.grade ASSIGNMENT SUBMISSIONS --out OUT [--jobs N] [--db-url URL]
+    python -m autograder.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS --out OUT
+                               [--jobs N] [--db-url URL]
 
-``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``), or a folder or
-``.zip`` of files downloaded from an LMS, named per nbgrader's zip-collect conventions
-(``--lms-regex``). Each submission's code runs in an operating-system sandbox
+``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``), or, for one
+assignment, a folder or ``.zip`` of files downloaded from an LMS, named per nbgrader's
+zip-collect conventions (``--lms-regex``). Several assignments (or ``all``) are graded in one
+run by one pool of workers: a student's full submission is graded at once, and one gradebook
+holds every assignment. Each submission's code runs in an operating-system sandbox
 (``autograder/sandbox.py``); its tests, hidden ones included, run in a trusted worker process
 that calls the student's functions in the sandbox and judges the plain data that comes back
 (``autograder/verify.py``). ``OUT`` becomes an nbgrader course directory holding the gradebook
 (sqlite by default, or ``--db-url``), ``autograded/`` and
 ``feedback/<student>/<ASSIGNMENT>/*.html``,
-``grades.csv`` (totals and one column per graded cell, flags and problems),
-``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a submission already graded
-(same file) is not graded twice; ``--force`` regrades all.
+``grades.csv`` (one row per assignment and student: totals and one column per graded cell,
+flags and problems), ``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a
+submission already graded (same file) is not graded twice; ``--force`` regrades all.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import csv
 import hashlib
 import json
@@ -30,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +54,7 @@ class StudentResult:
     """What grading one student's submission produced."""
 
     student: str
+    assignment: str = ""
     score: float = 0.0
     max_score: float = 0.0
     manual_pending: int = 0
@@ -91,25 +98,71 @@ def default_db_url(out: Path) -> str:
     return f"sqlite:///{out / 'gradebook.db'}"
 
 
-def prepare_course(out: Path, assignment: str, db_url: str | None = None) -> None:
-    """Make ``out`` a course directory with ``assignment`` released into its gradebook.
+def claim_folder(out: Path) -> None:
+    """Create ``out`` (or reuse one this command made, so an interrupted run resumes); a folder
+    this command did not make is never touched."""
+    if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} exists and was not made by this command: not touching it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by python -m autograder.grade; safe to delete\n")
+
+
+def _source(assignment: str) -> Path:
+    source = COURSE_ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+    if not source.is_file():
+        raise SystemExit(f"no source notebook solutions/{assignment}/{assignment}.ipynb")
+    return source
+
+
+def nbgrader_api(out: Path, db_url: str | None = None) -> Any:
+    """nbgrader's own API on the course directory ``out``, with the course's configuration."""
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(CONFIG_DIR)).load_config()
+    config.CourseDirectory.root = str(out)
+    if db_url:
+        config.CourseDirectory.db_url = db_url
+        config.CourseDirectory.course_id = "default_course"  # see run_nbgrader
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+def prepare_course(out: Path, assignments: str | list[str], db_url: str | None = None) -> None:
+    """Make ``out`` a course directory with every one of ``assignments`` released into its
+    gradebook: ``nbgrader generate_assignment --force`` each, through nbgrader's API in this
+    process (one import of nbgrader for all of them, not one command each).
 
     A folder this command did not create is never touched; one it created is reused, so that an
     interrupted run resumes.
     """
-    if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} exists and was not made by this command: not touching it")
-    source = COURSE_ROOT / "solutions" / assignment
-    if not (source / f"{assignment}.ipynb").is_file():
-        raise SystemExit(f"no source notebook solutions/{assignment}/{assignment}.ipynb")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by python -m autograder.grade; safe to delete\n")
-    target = out / "solutions" / assignment
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target)
-    proc = run_nbgrader(["generate_assignment", assignment, "--force"], out, db_url)
-    require_ok(proc, "generate_assignment")
+    names = [assignments] if isinstance(assignments, str) else list(assignments)
+    sources = {a: _source(a) for a in names}
+    claim_folder(out)
+    for assignment, source in sources.items():
+        target = out / "solutions" / assignment
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source.parent, target)
+    api = nbgrader_api(out, db_url)
+    for assignment in names:
+        outcome = api.generate_assignment(assignment, force=True)
+        if not outcome["success"]:
+            raise RuntimeError(f"generate_assignment {assignment} failed:\n"
+                               f"{(outcome.get('error') or outcome.get('log') or '')[-4000:]}")
+
+
+def skip_iri_grammar() -> None:
+    """Make jsonschema (imported by nbformat) skip its optional ``iri`` format checker.
+
+    When ``rfc3987_syntax`` is installed, importing jsonschema compiles its IRI grammar: about
+    0.9 s of CPU in every grading process. No schema used here checks that string format
+    (nbformat's and nbgrader's have none), and jsonschema leaves the checker out when the
+    module cannot be imported, which ``None`` in ``sys.modules`` makes it. Without effect once
+    jsonschema is loaded.
+    """
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- workers
@@ -118,11 +171,29 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(slots: Any) -> None:
+    """Take a sandbox slot and load everything grading needs, so that the first submission
+    does not wait for imports (this runs while the parent prepares the course)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["slot"] = slots.get()
+    atexit.register(_exit_now)
+    skip_iri_grammar()
     import torch
 
+    import autograder.remote
+    import autograder.verify
+
+    del autograder.remote, autograder.verify  # imported now, used by _grade_one
     torch.set_num_threads(1)
+    _html({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+def _exit_now() -> None:
+    """A worker's last act once the pool shuts it down: every result has been sent and every
+    file written and closed, so skip the interpreter's teardown of torch (about a second)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _grade_one(student: str, notebook: str, assignment: str, out: str,
@@ -166,18 +237,36 @@ def _html(nb_json: dict[str, Any]) -> str:
     return body
 
 
+def start_workers(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` grading processes (spawned, not forked: the parent holds a gradebook
+    connection and threads), each with its own sandbox slot. They start loading at once."""
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                               initializer=_init_worker, initargs=(slots,))
+    pool.submit(int)  # the executor spawns its processes on the first task
+    return pool
+
+
 # --------------------------------------------------------------------------- gradebook
 
-def record(gb: Any, assignment: str, result: StudentResult) -> None:
-    """Write one student's scores into the nbgrader gradebook (idempotent)."""
+def record(gb: Any, result: StudentResult) -> None:
+    """Write one student's scores for ``result.assignment`` into the nbgrader gradebook
+    (idempotent)."""
     from nbgrader.api import MissingEntry
 
     gb.update_or_create_student(result.student)
     try:
-        gb.find_submission(assignment, result.student)
+        gb.find_submission(result.assignment, result.student)
     except MissingEntry:
-        gb.add_submission(assignment, result.student)
-    notebook = gb.find_submission_notebook(assignment, assignment, result.student)
+        with warnings.catch_warnings():
+            # nbgrader 0.9's add_submission autoflushes before it adds the new rows, and
+            # SQLAlchemy 2 warns "not in session"; the rows are then added and committed.
+            warnings.filterwarnings("ignore", message=".*not in session", module="nbgrader")
+            gb.add_submission(result.assignment, result.student)
+    notebook = gb.find_submission_notebook(result.assignment, result.assignment, result.student)
     for grade in notebook.grades:
         score = result.per_test.get(grade.name, 0.0)
         grade.auto_score = score
@@ -186,9 +275,8 @@ def record(gb: Any, assignment: str, result: StudentResult) -> None:
     gb.db.commit()
 
 
-def _fill_totals(gb: Any, assignment: str, result: StudentResult) -> None:
-    max_score = gb.find_assignment(assignment).max_score
-    result.max_score = float(max_score)
+def _fill_totals(gb: Any, result: StudentResult) -> None:
+    result.max_score = float(gb.find_assignment(result.assignment).max_score)
     auto = [v for v in result.per_test.values() if v is not None]
     result.score = float(sum(auto))
     result.manual_pending = sum(v is None for v in result.per_test.values())
@@ -196,79 +284,146 @@ def _fill_totals(gb: Any, assignment: str, result: StudentResult) -> None:
 
 # --------------------------------------------------------------------------- the command
 
+@dataclass(frozen=True)
+class Task:
+    """One submission to grade: a student's notebook for one assignment."""
+
+    assignment: str
+    student: str
+    notebook: Path
+    digest: str
+    notes: tuple[str, ...] = ()
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cached(out: Path, student: str, digest: str) -> StudentResult | None:
-    path = out / "results" / f"{student}.json"
+def _result_path(out: Path, assignment: str, student: str) -> Path:
+    return out / "results" / assignment / f"{student}.json"
+
+
+def _cached(out: Path, task: Task) -> StudentResult | None:
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(_result_path(out, task.assignment, task.student).read_text("utf-8"))
         result = StudentResult(**data)
     except (OSError, ValueError, TypeError):
         return None
-    return result if result.digest == digest else None
+    return result if result.digest == task.digest else None
 
 
 def _save(out: Path, result: StudentResult) -> None:
-    folder = out / "results"
-    folder.mkdir(exist_ok=True)
-    tmp = folder / f".{result.student}.json.tmp"
+    path = _result_path(out, result.assignment, result.student)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(asdict(result)), "utf-8")
-    tmp.replace(folder / f"{result.student}.json")  # atomic: a crash never leaves half a file
+    tmp.replace(path)  # atomic: a crash never leaves half a file
 
 
-def _from_outcome(student: str, data: dict[str, Any], notes: list[str]) -> StudentResult:
-    result = StudentResult(student, seconds=float(data["seconds"]))
-    result.problems = [*notes, *data["problems"]]
+def _from_outcome(task: Task, data: dict[str, Any]) -> StudentResult:
+    result = StudentResult(task.student, assignment=task.assignment,
+                           seconds=float(data["seconds"]), digest=task.digest)
+    result.problems = [*task.notes, *data["problems"]]
     result.flags = data["flags"]
     result.per_test = dict(data["scores"])
     return result
 
 
-def grade(assignment: str, submissions: Path, out: Path, quiet: bool = False,
+def _order(tasks: list[Task]) -> list[Task]:
+    """Bigger assignments first (their source notebook's size stands for their grading time),
+    so that the last submissions to finish are short ones and no worker idles long."""
+    size = {a: _source(a).stat().st_size for a in {t.assignment for t in tasks}}
+    return sorted(tasks, key=lambda t: (-size[t.assignment], t.assignment, t.student))
+
+
+def _not_submitted(folder: Path, assignment: str, others: list[str]) -> bool:
+    """Whether a student's folder holds other assignments of this run but not ``assignment``:
+    nothing was handed in for it (not a broken submission)."""
+    return (folder.is_dir() and not (folder / assignment).exists()
+            and any((folder / other).is_dir() for other in others))
+
+
+def collect(assignments: list[str], submissions: Path, out: Path, lms_regex: str | None,
+            shard: tuple[int, int]) -> tuple[list[Task], dict[tuple[str, str], StudentResult]]:
+    """Stage every assignment's submissions; return the submissions to grade (this shard's)
+    and a result for each one that cannot be graded."""
+    from autograder.intake import gather, is_lms_download
+
+    if len(assignments) > 1 and is_lms_download(submissions, lms_regex):
+        raise SystemExit("an LMS download holds one assignment's files: grade it with one "
+                         "assignment name")
+    tasks: list[Task] = []
+    failed: dict[tuple[str, str], StudentResult] = {}
+    index, count = shard
+    for assignment in assignments:
+        intake = gather(submissions, assignment, out / "submitted", lms_regex)
+        others = [a for a in assignments if a != assignment]
+        for raw, problems in intake.problems.items():
+            if _not_submitted(submissions / raw, assignment, others):
+                failed[(assignment, raw)] = StudentResult(raw, assignment=assignment,
+                                                          problems=["not submitted"])
+                continue
+            failed[(assignment, raw)] = StudentResult(
+                raw, assignment=assignment, problems=[f"{p}: not graded" for p in problems],
+                flags={"malformed": list(problems)})
+        for i, student in enumerate(sorted(intake.notebooks)):
+            if i % count == index - 1:
+                path = intake.notebooks[student]
+                tasks.append(Task(assignment, student, path, _digest(path),
+                                  tuple(intake.notes.get(student, []))))
+    return tasks, failed
+
+
+def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: bool = False,
           jobs: int | None = None, db_url: str | None = None, limits: dict[str, Any] | None = None,
           lms_regex: str | None = None, force: bool = False, shard: tuple[int, int] = (1, 1)
           ) -> list[StudentResult]:
-    """Autograde every submission; write gradebook, grades, feedback and the report into ``out``."""
-    from nbgrader.api import Gradebook
-
-    from autograder.intake import gather
-    from autograder.sandbox import unenforced
-
+    """Autograde every submission of each of ``assignments`` (one name or a list); write the
+    gradebook, grades, feedback and the report into ``out``. Returns one result per
+    (assignment, student), in the order of ``assignments``, then by student."""
     started = time.perf_counter()
+    skip_iri_grammar()
+    names = [assignments] if isinstance(assignments, str) else list(dict.fromkeys(assignments))
+    for name in names:
+        _source(name)
     os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
-    prepare_course(out, assignment, db_url)
-    for warning in unenforced():
-        print(f"WARNING: sandbox protection {warning}", file=sys.stderr)
-    intake = gather(submissions, assignment, out / "submitted", lms_regex)
-    results: dict[str, StudentResult] = {
-        raw: StudentResult(raw, problems=[f"{p}: not graded" for p in problems],
-                           flags={"malformed": list(problems)})
-        for raw, problems in intake.problems.items()}
-    index, count = shard
-    todo = [s for i, s in enumerate(sorted(intake.notebooks)) if i % count == index - 1]
-    digests = {s: _digest(intake.notebooks[s]) for s in todo}
-    url = db_url or default_db_url(out)
-    with Gradebook(url) as gb:
-        fresh = []
-        for student in todo:
-            cached = None if force else _cached(out, student, digests[student])
-            if cached is None:
-                fresh.append(student)
-            else:
-                results[student] = cached
-                record(gb, assignment, cached)
-        _run_pool(assignment, out, fresh, intake, digests, results, gb, jobs, limits or {}, quiet)
-        for student in todo:
-            _fill_totals(gb, assignment, results[student])
-        for student in intake.problems:
-            if STUDENT_ID.match(student):
-                results[student].max_score = float(gb.find_assignment(assignment).max_score)
-    ordered = [results[s] for s in sorted(results)]
-    write_csvs(out, assignment, ordered)
-    report = format_report(assignment, ordered, time.perf_counter() - started, jobs)
+    claim_folder(out)
+    tasks, results = collect(names, submissions, out, lms_regex, shard)
+    done = {}
+    for task in tasks:
+        cached = None if force else _cached(out, task)
+        if cached is not None:
+            done[(task.assignment, task.student)] = cached
+    fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
+    pool = start_workers(min(jobs, len(fresh))) if fresh else None
+    try:
+        from nbgrader.api import Gradebook  # imported while the workers load, like the rest
+
+        from autograder.sandbox import unenforced
+
+        prepare_course(out, names, db_url)
+        for warning in unenforced():
+            print(f"WARNING: sandbox protection {warning}", file=sys.stderr)
+        with Gradebook(db_url or default_db_url(out)) as gb:
+            for result in done.values():
+                record(gb, result)
+            results |= done
+            if pool is not None:
+                _run_pool(pool, fresh, out, results, gb, limits or {}, quiet, names)
+            graded = {(t.assignment, t.student) for t in tasks}
+            for key, result in results.items():
+                if key in graded:
+                    _fill_totals(gb, result)
+                elif STUDENT_ID.match(result.student):
+                    result.max_score = float(gb.find_assignment(result.assignment).max_score)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    rank = {a: i for i, a in enumerate(names)}
+    ordered = [results[k] for k in sorted(results, key=lambda k: (rank[k[0]], k[1]))]
+    write_csvs(out, ordered)
+    report = format_report(names, ordered, time.perf_counter() - started, jobs)
     (out / "report.txt").write_text(report, encoding="utf-8")
     if not quiet:
         print(report)
@@ -276,37 +431,30 @@ def grade(assignment: str, submissions: Path, out: Path, quiet: bool = False,
     return ordered
 
 
-def _run_pool(assignment: str, out: Path, fresh: list[str], intake: Any, digests: dict[str, str],
-              results: dict[str, StudentResult], gb: Any, jobs: int, limits: dict[str, Any],
-              quiet: bool) -> None:
-    bar = tqdm(total=len(fresh), desc=f"grading {assignment}", unit="submission",
+def _run_pool(pool: ProcessPoolExecutor, fresh: list[Task], out: Path,
+              results: dict[tuple[str, str], StudentResult], gb: Any, limits: dict[str, Any],
+              quiet: bool, names: list[str]) -> None:
+    what = names[0] if len(names) == 1 else f"{len(names)} assignments"
+    bar = tqdm(total=len(fresh), desc=f"grading {what}", unit="submission",
                disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    if not fresh:
-        bar.close()
-        return
-    context = multiprocessing.get_context("spawn")
-    slots = context.Queue()
-    for slot in range(jobs):
-        slots.put(slot)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(fresh)), mp_context=context,
-                             initializer=_init_worker, initargs=(slots,)) as pool:
-        futures = {pool.submit(_grade_one, s, str(intake.notebooks[s]), assignment, str(out),
-                               limits): s for s in fresh}
-        for future in as_completed(futures):
-            student = futures[future]
-            try:
-                result = _from_outcome(student, future.result(), intake.notes.get(student, []))
-            except Exception as err:
-                result = StudentResult(student, problems=[f"grading failed: {err}"[:300]],
-                                       flags={"crash": [str(err)[:300]]})
-            result.digest = digests[student]
-            results[student] = result
-            record(gb, assignment, result)
-            _save(out, result)
-            bar.update(1)
-            bar.set_postfix_str(student)
-            if not quiet:
-                bar.write(f"graded {student} in {result.seconds:.1f} s", file=sys.stdout)
+    futures = {pool.submit(_grade_one, t.student, str(t.notebook), t.assignment, str(out),
+                           limits): t for t in fresh}
+    for future in as_completed(futures):
+        task = futures[future]
+        try:
+            result = _from_outcome(task, future.result())
+        except Exception as err:
+            result = StudentResult(task.student, assignment=task.assignment,
+                                   problems=[f"grading failed: {err}"[:300]],
+                                   flags={"crash": [str(err)[:300]]}, digest=task.digest)
+        results[(task.assignment, task.student)] = result
+        record(gb, result)
+        _save(out, result)
+        label = task.student if len(names) == 1 else f"{task.assignment}/{task.student}"
+        bar.update(1)
+        bar.set_postfix_str(label)
+        if not quiet:
+            bar.write(f"graded {label} in {result.seconds:.1f} s", file=sys.stdout)
     bar.close()
 
 
@@ -314,50 +462,66 @@ def _cell(r: StudentResult, test: str) -> float | str:
     return "" if r.per_test.get(test) is None else float(r.per_test[test])
 
 
-def write_csvs(out: Path, assignment: str, results: list[StudentResult]) -> None:
-    """grades.csv (totals, per-test scores, flags, problems) and scores_by_test.csv."""
+def write_csvs(out: Path, results: list[StudentResult]) -> None:
+    """grades.csv (totals, per-test scores, flags, problems) and scores_by_test.csv, one row
+    per (assignment, student); a test column is blank in another assignment's rows."""
     tests = sorted({name for r in results for name in r.per_test})
     with (out / "grades.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["assignment", "student_id", "score", "max_score", "needs_manual_grade",
                          *tests, "flags", "problems"])
         for r in results:
-            writer.writerow([assignment, r.student, r.score, r.max_score, r.manual_pending,
+            writer.writerow([r.assignment, r.student, r.score, r.max_score, r.manual_pending,
                              *(_cell(r, t) for t in tests), ";".join(sorted(r.flags)),
                              " | ".join(r.problems)])
     with (out / "scores_by_test.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["student", "score", "max_score", *tests])
+        writer.writerow(["assignment", "student", "score", "max_score", *tests])
         for r in results:
-            writer.writerow([r.student, r.score, r.max_score, *(_cell(r, t) for t in tests)])
+            writer.writerow([r.assignment, r.student, r.score, r.max_score,
+                             *(_cell(r, t) for t in tests)])
 
 
-def format_report(assignment: str, results: list[StudentResult], seconds: float,
+def format_report(assignments: list[str], results: list[StudentResult], seconds: float,
                   jobs: int = 1) -> str:
-    """A plain-text table: student, score, time, flags, what needs a human, problems."""
+    """A plain-text table per assignment: student, score, time, flags, what needs a human,
+    problems; then everyone flagged for tampering."""
     from autograder.sandbox import protections
 
-    lines = [f"Autograded {assignment}: {len(results)} submissions in {seconds:.1f} s "
-             f"({jobs} at a time)", "Sandbox: " + "; ".join(
-                 f"{k}: {v}" for k, v in protections().items()), ""]
-    lines.append(f"{'student':<24} {'score':>11} {'time':>7}  flags / notes")
-    for r in results:
-        notes = [f"[{word}] {'; '.join(reasons)[:300]}" for word, reasons in sorted(r.flags.items())
-                 if word != "malformed"]
-        notes += list(r.problems)
-        if r.manual_pending:
-            notes.append(f"{r.manual_pending} answer(s) to grade by hand")
-        score = f"{r.score:g} / {r.max_score:g}"
-        lines.append(f"{r.student:<24} {score:>11} {r.seconds:>6.1f}s  {' | '.join(notes)}")
-    flagged = sorted(r.student for r in results if r.flags.get("tampering"))
+    lines = [f"Autograded {', '.join(assignments)}: {len(results)} submissions in "
+             f"{seconds:.1f} s ({jobs} at a time)", "Sandbox: " + "; ".join(
+                 f"{k}: {v}" for k, v in protections().items())]
+    for assignment in assignments:
+        lines += ["", *([f"{assignment}:"] if len(assignments) > 1 else []),
+                  f"{'student':<24} {'score':>11} {'time':>7}  flags / notes"]
+        for r in (r for r in results if r.assignment == assignment):
+            notes = [f"[{word}] {'; '.join(reasons)[:300]}"
+                     for word, reasons in sorted(r.flags.items()) if word != "malformed"]
+            notes += list(r.problems)
+            if r.manual_pending:
+                notes.append(f"{r.manual_pending} answer(s) to grade by hand")
+            score = f"{r.score:g} / {r.max_score:g}"
+            lines.append(f"{r.student:<24} {score:>11} {r.seconds:>6.1f}s  {' | '.join(notes)}")
+    flagged = sorted({r.student if len(assignments) == 1 else f"{r.student} ({r.assignment})"
+                      for r in results if r.flags.get("tampering")})
     if flagged:
         lines += ["", f"Flagged for tampering (check by hand): {', '.join(flagged)}"]
     return "\n".join(lines) + "\n"
 
 
+def assignment_names(spec: str) -> list[str]:
+    """The assignments a command-line argument names: comma-separated, or 'all' for every
+    source notebook in solutions/ (in name order)."""
+    if spec == "all":
+        return sorted(p.parent.name for p in (COURSE_ROOT / "solutions").glob("*/*.ipynb")
+                      if p.stem == p.parent.name)
+    return [name for name in spec.split(",") if name]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("assignment", help="e.g. ex01_overfitting")
+    parser.add_argument("assignments", help="an assignment (e.g. ex01_overfitting), several "
+                        "separated by commas, or 'all': every assignment in solutions/")
     parser.add_argument("submissions", type=Path,
                         help="folder <student>/<assignment>/*.ipynb, or an LMS folder or .zip")
     parser.add_argument("--out", type=Path, required=True, help="the grading course directory")
@@ -383,9 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     limits = {"cell_seconds": args.cell_timeout, "call_seconds": args.call_timeout,
               "submission_seconds": args.submission_timeout,
               "memory_bytes": args.memory_mb << 20}
-    grade(args.assignment, args.submissions.resolve(), args.out.resolve(), jobs=max(1, args.jobs),
-          db_url=args.db_url, limits=limits, lms_regex=args.lms_regex, force=args.force,
-          shard=(int(match.group(1)), int(match.group(2))))
+    grade(assignment_names(args.assignments), args.submissions.resolve(), args.out.resolve(),
+          jobs=max(1, args.jobs), db_url=args.db_url, limits=limits, lms_regex=args.lms_regex,
+          force=args.force, shard=(int(match.group(1)), int(match.group(2))))
     return 0
 
 

@@ -136,6 +136,15 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
                     (intake.notebooks, intake.problems, intake.notes)))
 
 
+def is_lms_download(source: Path, lms_regex: str | None = None) -> bool:
+    """Whether ``gather`` reads ``source`` as an LMS download (a zip, or a folder of LMS-named
+    files) rather than nbgrader's layout. Such a download holds one assignment's files only."""
+    if not source.is_dir():
+        return True
+    entries = _visible(source.iterdir())
+    return not _is_nbgrader_layout(entries, _compile(lms_regex or DEFAULT_LMS_REGEX))
+
+
 def _compile(regex: str) -> re.Pattern[str]:
     pattern = re.compile(regex)
     missing = {"student_id", "file_id"} - set(pattern.groupindex)

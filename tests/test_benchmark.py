@@ -37,6 +37,11 @@ def test_generates_the_asked_class(bench: tuple[Path, str, dict]) -> None:
     for student in students:
         assert (out / "class" / EXERCISE / student / EXERCISE / f"{EXERCISE}.ipynb").is_file()
     assert sorted(p.name for p in (out / "stock" / EXERCISE / "submitted").iterdir()) == students
+    # one full submission graded into a new course folder, then another into the same one
+    full = ["full_correct", "full_correct_again"]
+    assert sorted(p.name for p in (out / "full").iterdir()) == full
+    results = out / "full_graded" / "results" / EXERCISE
+    assert sorted(p.stem for p in results.glob("*.json")) == full
 
 
 def test_json_has_every_figure(bench: tuple[Path, str, dict]) -> None:
@@ -52,11 +57,14 @@ def test_json_has_every_figure(bench: tuple[Path, str, dict]) -> None:
     assert row["exercise"] == EXERCISE and report["total"]["exercise"] == "total"
     assert report["per_exercise"] == PER_EXERCISE and report["jobs"] >= 1
     full = report["full_submission"]
-    assert list(full["per_exercise_s"]) == [EXERCISE] and full["total_s"] > 0
+    assert list(full["per_exercise_s"]) == [EXERCISE] and full["per_exercise_s"][EXERCISE] > 0
+    assert full["cold_s"] > 0 and full["warm_s"] > 0
     assert full["students"] == {EXERCISE: "ada_correct"}
     assert [t["status"] in {"PASS", "MISS"} for t in report["targets"]] == [True, True]
+    assert report["targets"][1]["value"] == full["cold_s"]
     assert report["failed_runs"] == []
-    assert report["score_check"] == {"students_compared": PER_EXERCISE + 1, "mismatches": []}
+    # the class, plus the full submission graded twice (new folder, then the same folder)
+    assert report["score_check"] == {"students_compared": PER_EXERCISE + 2, "mismatches": []}
 
 
 def test_table_shows_every_figure(bench: tuple[Path, str, dict]) -> None:
@@ -71,7 +79,7 @@ def test_table_shows_every_figure(bench: tuple[Path, str, dict]) -> None:
             if line.startswith((EXERCISE, "total "))}
     assert set(rows) == {EXERCISE, "total"}
     assert all(cells[1] == str(PER_EXERCISE) and len(cells) == 7 for cells in rows.values())
-    assert "One full submission (1 exercise(s)" in text
+    assert "One full submission (1 exercise(s), one command" in text
     verdicts = [line.split()[0] for line in text.splitlines() if "(wanted " in line]
     assert len(verdicts) == 2 and set(verdicts) <= {"PASS", "MISS"}
     assert "SCORE MISMATCH" not in text and "RUN FAILED" not in text

@@ -4,6 +4,7 @@ nbgrader layout, and the gradebook can live in a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import csv
 import zipfile
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_parallel_grades_equal_serial_and_reruns_resume(tmp_path: Path) -> None:
     assert scores(again) == scores(parallel)
     assert [r.seconds for r in again] == [r.seconds for r in parallel], "regraded a cached result"
     lost = sorted(expected)[0]
-    (out / "results" / f"{lost}.json").unlink()  # as if the run was killed before saving it
+    (out / "results" / EX02 / f"{lost}.json").unlink()  # as if the run was killed before saving it
     resumed = grade(EX02, tmp_path / "subs", out, quiet=True, jobs=2)
     assert scores(resumed) == scores(parallel)
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
@@ -80,3 +81,68 @@ def test_postgres_gradebook(tmp_path: Path, postgres_url: str) -> None:  # noqa:
         assert "postgresql" in str(gb.db.get_bind().url)
         got = {s: gb.find_submission(EX01, s).score for s in keep}
     assert got == {s: expected[s] for s in keep}
+
+
+def test_full_submissions_in_one_run(tmp_path: Path) -> None:
+    """`grade` with every assignment grades each student's full submission in one run, into
+    one gradebook; a student who handed in one assignment is 'not submitted' (not broken) for
+    the others; a second run regrades nothing."""
+    from nbgrader.api import Gradebook
+
+    from autograder.demo.__main__ import ASSIGNMENTS
+    from autograder.grade import assignment_names
+
+    assert assignment_names("all") == ASSIGNMENTS
+    demo, subs = tmp_path / "demo", tmp_path / "subs"
+    expected: dict[tuple[str, str], float] = {}
+    for assignment in ASSIGNMENTS:
+        scores = write_submissions(assignment, demo / assignment)
+        correct = next(s for s in scores if s.endswith("_correct"))
+        (subs / "full" / assignment).mkdir(parents=True)
+        source = demo / assignment / correct / assignment / f"{assignment}.ipynb"
+        (subs / "full" / assignment / source.name).write_bytes(source.read_bytes())
+        expected[(assignment, "full")] = scores[correct]
+    only = demo / EX02 / "bo_partial" / EX02 / f"{EX02}.ipynb"
+    (subs / "bo" / EX02).mkdir(parents=True)
+    (subs / "bo" / EX02 / only.name).write_bytes(only.read_bytes())
+    expected[(EX02, "bo")] = 12.0
+
+    out = tmp_path / "out"
+    results = grade(ASSIGNMENTS, subs, out, quiet=True, jobs=2)
+    got = {(r.assignment, r.student): r for r in results}
+    assert {k: r.score for k, r in got.items() if not r.problems} == expected
+    missing = {k for k, r in got.items() if r.problems}
+    assert missing == {(a, "bo") for a in ASSIGNMENTS if a != EX02}
+    for key in missing:
+        assert got[key].problems == ["not submitted"] and not got[key].flags, key
+        assert got[key].score == 0 and got[key].max_score > 0, key
+    assert [(r.assignment, r.student) for r in results] == sorted(
+        got, key=lambda k: (ASSIGNMENTS.index(k[0]), k[1]))
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert sorted(a.name for a in gb.assignments) == sorted(ASSIGNMENTS)
+        for (assignment, student), score in expected.items():
+            assert gb.find_submission(assignment, student).score == score
+    with (out / "grades.csv").open(newline="", encoding="utf-8") as fh:
+        rows = {(row["assignment"], row["student_id"]): row for row in csv.DictReader(fh)}
+    assert {k: float(row["score"]) for k, row in rows.items()} == {
+        k: r.score for k, r in got.items()}
+    report = (out / "report.txt").read_text(encoding="utf-8")
+    assert all(f"{a}:" in report for a in ASSIGNMENTS)
+    for assignment in ASSIGNMENTS:
+        assert (out / "feedback" / "full" / assignment / f"{assignment}.html").is_file()
+
+    again = grade(ASSIGNMENTS, subs, out, quiet=True, jobs=2)
+    assert [(r.assignment, r.student, r.score, r.seconds) for r in again] == [
+        (r.assignment, r.student, r.score, r.seconds) for r in results], "regraded a cached one"
+
+
+def test_an_lms_download_is_one_assignment(tmp_path: Path) -> None:
+    """Several assignments cannot share one LMS download: refused before anything is graded."""
+    from autograder.demo.__main__ import ASSIGNMENTS
+
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"{EX01}_ann_attempt_2026-11-20-10-00-00_{EX01}.ipynb", "{}")
+    with pytest.raises(SystemExit, match="one assignment"):
+        grade(ASSIGNMENTS, archive, tmp_path / "out", quiet=True, jobs=1)
+    assert not (tmp_path / "out" / "gradebook.db").exists()
