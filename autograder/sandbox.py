@@ -8,7 +8,8 @@ What is enforced, on Linux (see the README's "What the sandbox enforces"):
   the public checks library; no ``solutions/``, gradebook, other students or grader's home;
 * a new PID namespace whose first process is the runner: when it ends, the kernel kills every
   process the submission started; the grader kills the whole namespace when grading ends;
-* an unprivileged uid (one per parallel slot) when the grader runs as root, no new privileges;
+* an unprivileged uid when the grader runs as root, one per grading process on the machine
+  (claimed with a lock file, so concurrent grading runs never share one), no new privileges;
 * memory (cgroup where writable, else an address-space limit), CPU time, processes, file size,
   open files: kernel limits; wall time per cell, per call and per submission and the size of
   the output: enforced here, outside the sandbox.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import select
@@ -40,6 +42,8 @@ from autograder import wire
 HERE = Path(__file__).resolve().parent
 COURSE_ROOT = HERE.parent
 UID_BASE = 61000
+UID_COUNT = 1000  # sandbox uids UID_BASE .. UID_BASE + UID_COUNT - 1
+_CLAIMED: dict[str, int] = {}
 PUBLIC_LIBRARY = ["__init__.py", "wire.py", "runner.py", "layers.py", "checks"]
 
 
@@ -101,7 +105,7 @@ def protections() -> dict[str, str]:
     found = {
         "namespaces": "network, mount (chroot) and PID namespaces" if linux else
         "NOT ENFORCED: needs Linux (no network/file/process isolation)",
-        "user": f"unprivileged uids {UID_BASE}+ (one per parallel slot)" if root else
+        "user": f"unprivileged uids {UID_BASE}+ (one per grading process)" if root else
         "the grader's own uid inside a user namespace (run as root for a separate uid)",
         "memory": "cgroup v1 memory limit" if _cgroup_dir("memory") else
         ("address-space limit (RLIMIT_AS)" if not _gpu_devices() else
@@ -118,6 +122,34 @@ def protections() -> dict[str, str]:
 
 def unenforced() -> list[str]:
     return [f"{k}: {v}" for k, v in protections().items() if v.startswith("NOT ENFORCED")]
+
+
+def uid_lock_folder() -> Path:
+    """Where the sandbox uids' lock files live: /run when writable (root), else the temp dir."""
+    if os.access("/run", os.W_OK):
+        return Path("/run/dropout-grader-uids")
+    return Path(tempfile.gettempdir()) / f"dropout-grader-uids-{os.geteuid()}"
+
+
+def claim_uid() -> int:
+    """The sandbox uid of this process: the first of ``UID_BASE + n`` whose lock file no other
+    live process holds. The lock is held until this process exits, so two grading runs on one
+    machine (two shards, two instructors) never put submissions under the same uid, where one
+    could use up the other's process limit (RLIMIT_NPROC counts per uid)."""
+    if "uid" in _CLAIMED:
+        return _CLAIMED["uid"]
+    folder = uid_lock_folder()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for n in range(UID_COUNT):
+        fd = os.open(folder / f"{UID_BASE + n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _CLAIMED.update(uid=UID_BASE + n, fd=fd)  # the fd stays open: that holds the lock
+        return UID_BASE + n
+    raise RuntimeError(f"all {UID_COUNT} sandbox uids are in use by other grading processes")
 
 
 # --------------------------------------------------------------------------- the sandbox
@@ -167,7 +199,7 @@ class Sandbox:
         os.set_blocking(self.rep_r, False)
 
     def _config(self, root: Path, go_fd: int, req_r: int, rep_w: int) -> dict[str, Any]:
-        uid = UID_BASE + self.slot if os.geteuid() == 0 else None
+        uid = claim_uid() if os.geteuid() == 0 else None
         if uid is not None:
             os.chown(self.workdir, uid, uid)
             for path in self.workdir.rglob("*"):

@@ -19,10 +19,11 @@ import pytest
 from course import ROOT, find_leaks, grade_written, readable_text
 
 from autograder.demo.attacks import ATTACKS, LINGER_NAMES
+from autograder.sandbox import UID_BASE, UID_COUNT
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_overfitting"
-SANDBOX_UIDS = range(61000, 61064)  # sandbox.UID_BASE + one per parallel slot
+SANDBOX_UIDS = range(UID_BASE, UID_BASE + UID_COUNT)  # the uids sandboxes may run as
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ nbgrader layout, and the gradebook can live in a real PostgreSQL server."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -146,3 +148,31 @@ def test_an_lms_download_is_one_assignment(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="one assignment"):
         grade(ASSIGNMENTS, archive, tmp_path / "out", quiet=True, jobs=1)
     assert not (tmp_path / "out" / "gradebook.db").exists()
+
+
+def test_concurrent_graders_never_share_a_sandbox_uid() -> None:
+    """Each grading process claims its own sandbox uid (a lock file held while it lives), so
+    two grading runs on one machine never share one; an exited process frees its uid."""
+    from autograder.sandbox import UID_BASE, UID_COUNT
+
+    code = ("import sys; from autograder.sandbox import claim_uid; "
+            "print(claim_uid(), claim_uid(), flush=True); sys.stdin.read()")
+    root = Path(__file__).resolve().parent.parent
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", code], cwd=root, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    procs = [start() for _ in range(3)]
+    try:
+        claimed = [proc.stdout.readline().split() for proc in procs]
+    finally:
+        for proc in procs:
+            proc.communicate("", timeout=30)
+    uids = [int(first) for first, again in claimed if first == again]
+    assert len(uids) == 3, f"a process's uid changed between two claims: {claimed}"
+    assert len(set(uids)) == 3 and all(UID_BASE <= u < UID_BASE + UID_COUNT for u in uids)
+    late = start()
+    line = late.stdout.readline()
+    late.communicate("", timeout=30)
+    assert int(line.split()[0]) <= max(uids), "the uids of exited processes were not freed"
