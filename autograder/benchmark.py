@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import importlib
-import inspect
 import json
 import os
 import shutil
@@ -46,9 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.demo.__main__ import ASSIGNMENTS, write_submissions
+from autograder.grade import COURSE_ROOT, run_nbgrader
 
-COURSE_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = COURSE_ROOT / "autograder"
 MARKER = ".dropout-course-benchmark"
 #: The targets: parallel grading this many times faster than stock serial nbgrader, and one
 #: student's full submission (every exercise) graded within this many seconds.
@@ -68,32 +65,6 @@ class Run:
     scores: dict[str, float] | None
     log: str
     problem: str = ""
-
-
-# ---------------------------------------------------------------- nbgrader, as stock as it gets
-
-
-def _local_run_nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``nbgrader ARGS`` on the course directory ``course`` with the course's config."""
-    env = dict(os.environ)
-    env["JUPYTER_CONFIG_PATH"] = str(CONFIG_DIR)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(COURSE_ROOT), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
-    return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, check=False)
-
-
-def _pick_run_nbgrader() -> Callable[[list[str], Path], subprocess.CompletedProcess[str]]:
-    """``autograder.grade.run_nbgrader`` when it still has the signature (args, course), else
-    the local equivalent."""
-    grade = importlib.import_module("autograder.grade")
-    found = getattr(grade, "run_nbgrader", None)
-    if found is not None and list(inspect.signature(found).parameters) == ["args", "course"]:
-        return found
-    return _local_run_nbgrader
-
-
-run_nbgrader = _pick_run_nbgrader()
 
 
 # ------------------------------------------------------------------------- the generated class
@@ -202,26 +173,24 @@ def time_stock(exercise: str, klass: Path, course: Path, log: Path) -> Run:
     return Run(seconds, not problem, read_grades(grades), str(log), problem)
 
 
-def grade_has_jobs_option() -> bool:
-    """Whether ``python -m autograder.grade --help`` lists ``--jobs``."""
-    proc = subprocess.run([sys.executable, "-m", "autograder.grade", "--help"], cwd=COURSE_ROOT,
-                          capture_output=True, text=True, check=False)
-    return "--jobs" in proc.stdout
-
-
-def time_ours(exercise: str, submissions: Path, out: Path, jobs: int | None, log: Path) -> Run:
-    """Time the whole ``python -m autograder.grade`` command (``--jobs`` only when ``jobs`` is
-    not None) and read the scores from its ``grades.csv``."""
-    cmd = [sys.executable, "-m", "autograder.grade", exercise, str(submissions), "--out", str(out)]
-    if jobs is not None:
-        cmd += ["--jobs", str(jobs)]
+def run_ours(assignments: str, submissions: Path, out: Path, jobs: int, log: Path) -> Run:
+    """Time the whole ``python -m autograder.grade ASSIGNMENTS SUBMISSIONS --out OUT --jobs
+    JOBS`` command and log its output; the Run's scores are left for the caller to read."""
+    cmd = [sys.executable, "-m", "autograder.grade", assignments, str(submissions),
+           "--out", str(out), "--jobs", str(jobs)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=COURSE_ROOT, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     _write_log(log, proc)
     problem = f"exit {proc.returncode}" if proc.returncode != 0 else ""
-    scores = read_grades(out / "grades.csv") or read_grades(out / "scores_by_test.csv")
-    return Run(seconds, not problem, scores, str(log), problem)
+    return Run(seconds, not problem, None, str(log), problem)
+
+
+def time_ours(exercise: str, submissions: Path, out: Path, jobs: int, log: Path) -> Run:
+    """Time the grading command on one exercise's class; scores from its ``grades.csv``."""
+    run = run_ours(exercise, submissions, out, jobs, log)
+    run.scores = read_grades(out / "grades.csv") or read_grades(out / "scores_by_test.csv")
+    return run
 
 
 FULL_MODES = ("full_cold", "full_warm")
@@ -240,7 +209,7 @@ def read_full_scores(path: Path, student: str) -> dict[str, float] | None:
         return None
 
 
-def time_full(exercises: list[str], out: Path, jobs: int | None,
+def time_full(exercises: list[str], out: Path, jobs: int,
               say: Callable[[str], None]) -> dict:
     """Time one command grading a full submission into a new course folder, then another
     into the same folder. Returns ``runs`` (mode -> Run whose ``scores`` are by exercise) and
@@ -251,17 +220,9 @@ def time_full(exercises: list[str], out: Path, jobs: int | None,
     per_exercise: dict[str, float] = {}
     for mode, full_id in zip(FULL_MODES, FULL_IDS, strict=True):
         say(f"one full submission ({len(exercises)} exercises, {mode.split('_')[1]}) ...")
-        folder = out / "full" / full_id
-        cmd = [sys.executable, "-m", "autograder.grade", ",".join(exercises), str(folder),
-               "--out", str(course)] + (["--jobs", str(jobs)] if jobs is not None else [])
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=COURSE_ROOT, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - t0
-        log = out / "logs" / f"{mode}.log"
-        _write_log(log, proc)
-        runs[mode] = Run(seconds, proc.returncode == 0,
-                         read_full_scores(course / "grades.csv", full_id), str(log),
-                         f"exit {proc.returncode}" if proc.returncode else "")
+        runs[mode] = run_ours(",".join(exercises), out / "full" / full_id, course, jobs,
+                              out / "logs" / f"{mode}.log")
+        runs[mode].scores = read_full_scores(course / "grades.csv", full_id)
         if mode == FULL_MODES[0]:
             for exercise in exercises:
                 with contextlib.suppress(OSError, ValueError, KeyError):
@@ -382,9 +343,6 @@ def format_table(report: dict) -> str:
     for f in report["failed_runs"]:
         lines.append(f"  !!! RUN FAILED {f['mode']} {f['exercise']}: {f['problem']} "
                      f"(log: {f['log']})")
-    if not report["jobs_option"]:
-        lines.append("  WARNING: autograder.grade has no --jobs option yet: the --jobs 1 and "
-                     f"--jobs {n} columns both ran without it")
     return "\n".join(lines) + "\n"
 
 
@@ -407,11 +365,11 @@ def _failures(exercise: str, runs: dict[str, Run | None]) -> list[dict]:
             for m, r in runs.items() if r is not None and not r.ok]
 
 
-def time_class(exercise: str, klass: Path, out: Path, jobs: int | None,
+def time_class(exercise: str, klass: Path, out: Path, jobs: int,
                skip_stock: bool, say: Callable[[str], None]) -> dict[str, Run | None]:
     """Grade the class ``klass`` of ``exercise`` three ways (stock serial unless
-    ``skip_stock``, ours ``--jobs 1``, ours ``--jobs jobs``; ``jobs`` None: ours without
-    ``--jobs`` at all). Returns the runs by mode (``stock`` is None when skipped)."""
+    ``skip_stock``, ours ``--jobs 1``, ours ``--jobs jobs``). Returns the runs by mode
+    (``stock`` is None when skipped)."""
     count = sum(1 for p in klass.iterdir() if p.is_dir())
     runs: dict[str, Run | None] = {"stock": None}
     if not skip_stock:
@@ -419,10 +377,8 @@ def time_class(exercise: str, klass: Path, out: Path, jobs: int | None,
         runs["stock"] = time_stock(exercise, klass, out / "stock" / exercise,
                                    out / "logs" / f"stock_{exercise}.log")
     for mode, n in (("jobs1", 1), ("jobsN", jobs)):
-        passed = n if jobs is not None else None
-        say(f"[{exercise}] python -m autograder.grade --jobs {passed or '(not passed)'}, "
-            f"{count} submissions ...")
-        runs[mode] = time_ours(exercise, klass, out / mode / exercise, passed,
+        say(f"[{exercise}] python -m autograder.grade --jobs {n}, {count} submissions ...")
+        runs[mode] = time_ours(exercise, klass, out / mode / exercise, n,
                                out / "logs" / f"{mode}_{exercise}.log")
     return runs
 
@@ -432,25 +388,19 @@ def benchmark(exercises: list[str], per_exercise: int, jobs: int, out: Path,
     """Run the whole benchmark into ``out`` (see the module docstring); return the report
     (the same dict that is written to ``out/benchmark.json``).
 
-    ``out`` is emptied first (refused when a benchmark did not make it). When the grading
-    command has no ``--jobs`` option yet, it runs without one and ``jobs_option`` is false.
+    ``out`` is emptied first (refused when a benchmark did not make it).
     """
     prepare_out(out)
-    has_jobs = grade_has_jobs_option()
-    if not has_jobs:
-        say("WARNING: `python -m autograder.grade --help` lists no --jobs option; running it "
-            "without --jobs (figures are NOT the parallel command's)")
     made = make_classes(exercises, per_exercise, out)
-    ours_jobs = jobs if has_jobs else None
     warm_up()
     rows, failed, compared, mismatches = [], [], 0, []
     for exercise in exercises:
-        runs = time_class(exercise, made[exercise]["class"], out, ours_jobs, skip_stock, say)
+        runs = time_class(exercise, made[exercise]["class"], out, jobs, skip_stock, say)
         rows.append(figures_row(exercise, len(made[exercise]["expected"]), runs))
         failed += _failures(exercise, runs)
         n_compared, found = compare_scores(exercise, made[exercise]["expected"], runs)
         compared, mismatches = compared + n_compared, mismatches + found
-    full = time_full(exercises, out, ours_jobs, say)
+    full = time_full(exercises, out, jobs, say)
     failed += _failures("full submission", full["runs"])
     for (mode, run), full_id in zip(full["runs"].items(), FULL_IDS, strict=True):
         for exercise in exercises:
@@ -462,7 +412,7 @@ def benchmark(exercises: list[str], per_exercise: int, jobs: int, out: Path,
             expected = {full_id: made[exercise]["single_expected"][full_id]}
             n_compared, found = compare_scores(exercise, expected, {mode: one})
             compared, mismatches = compared + n_compared, mismatches + found
-    report = make_report(rows, full, made, jobs, has_jobs, per_exercise, skip_stock)
+    report = make_report(rows, full, made, jobs, per_exercise, skip_stock)
     report["score_check"] = {"students_compared": compared, "mismatches": mismatches}
     report["failed_runs"] = failed
     (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -470,7 +420,7 @@ def benchmark(exercises: list[str], per_exercise: int, jobs: int, out: Path,
 
 
 def make_report(rows: list[dict], full: dict, made: dict[str, dict], jobs: int,
-                has_jobs: bool, per_exercise: int, skip_stock: bool) -> dict:
+                per_exercise: int, skip_stock: bool) -> dict:
     """The report's figures: the table rows and totals, the full-submission latency (the
     target is judged on the cold run, the slower case) and the targets with PASS / MISS."""
     total = total_row(rows)
@@ -478,7 +428,6 @@ def make_report(rows: list[dict], full: dict, made: dict[str, dict], jobs: int,
     return {
         "cpu_count": os.cpu_count(),
         "jobs": jobs,
-        "jobs_option": has_jobs,
         "per_exercise": per_exercise,
         "skip_stock": skip_stock,
         "exercises": rows,

@@ -46,7 +46,6 @@ from tqdm import tqdm
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = COURSE_ROOT / "autograder"
 MARKER = ".dropout-course-grading"
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -77,14 +76,9 @@ def nbgrader_env() -> dict[str, str]:
     return env
 
 
-def run_nbgrader(args: list[str], course: Path, db_url: str | None = None
-                 ) -> subprocess.CompletedProcess[str]:
+def run_nbgrader(args: list[str], course: Path) -> subprocess.CompletedProcess[str]:
     """Run one nbgrader command against the course directory ``course``."""
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
-    if db_url:
-        # nbgrader's default course id '' breaks PostgreSQL's foreign keys (its assignments
-        # belong to "default_course"); sqlite does not check them.
-        cmd += [f"--CourseDirectory.db_url={db_url}", "--CourseDirectory.course_id=default_course"]
     return subprocess.run(cmd, cwd=course, env=nbgrader_env(), capture_output=True, text=True,
                           check=False)
 
@@ -124,7 +118,9 @@ def nbgrader_api(out: Path, db_url: str | None = None) -> Any:
     config.CourseDirectory.root = str(out)
     if db_url:
         config.CourseDirectory.db_url = db_url
-        config.CourseDirectory.course_id = "default_course"  # see run_nbgrader
+        # nbgrader's default course id '' breaks PostgreSQL's foreign keys (its assignments
+        # belong to "default_course"); sqlite does not check them.
+        config.CourseDirectory.course_id = "default_course"
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
@@ -400,6 +396,7 @@ def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: boo
     try:
         from nbgrader.api import Gradebook  # imported while the workers load, like the rest
 
+        from autograder.intake import STUDENT_ID
         from autograder.sandbox import unenforced
 
         prepare_course(out, names, db_url)
@@ -415,7 +412,7 @@ def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: boo
             for key, result in results.items():
                 if key in graded:
                     _fill_totals(gb, result)
-                elif STUDENT_ID.match(result.student):
+                elif STUDENT_ID.fullmatch(result.student):
                     result.max_score = float(gb.find_assignment(result.assignment).max_score)
     finally:
         if pool is not None:
