@@ -33,8 +33,10 @@ venv: $(STAMP)
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
-	# Make the course importable (the checks library) from every kernel started in this venv.
-	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dropout_course.pth"
+	# Make the instructor side (autograder/) and the student package (dropout_course, from its
+	# source) importable from every kernel started in this venv.
+	printf '%s\n' "$(CURDIR)" "$(CURDIR)/autograder/student/src" \
+		> "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dropout_course.pth"
 	touch $(STAMP)
 
 book: $(STAMP)
@@ -71,16 +73,16 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 release: $(STAMP)
-	$(BIN)/python -m autograder.release
+	$(BIN)/python -m autograder.engine.release
 
 grade: $(STAMP)
-	$(BIN)/python -m autograder.grade $(A) $(S) --out _build/grading/$(A)
+	$(BIN)/python -m autograder.engine.grade $(A) $(S) --out _build/grading/$(A)
 
 grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
 
 benchmark: $(STAMP)
-	$(BIN)/python -m autograder.benchmark --out _build/grading/benchmark
+	$(BIN)/python -m autograder.engine.benchmark --out _build/grading/benchmark
 
 lint: $(STAMP)
 	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext chapters/_scripts

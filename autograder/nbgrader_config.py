@@ -27,9 +27,9 @@ c.IgnorePattern.pattern = r"(?m)^[^\n]*Warning: "
 c.OverwriteCells.add_missing_cells = True
 
 # Feedback must never show hidden tests: strip their source and shorten the tracebacks of any
-# cell that held them (autograder/feedback.py).
+# cell that held them (autograder/engine/feedback.py).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "autograder.feedback.HideHiddenTests",
+    "autograder.engine.feedback.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

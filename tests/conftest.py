@@ -12,7 +12,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
 # `from course import ...` and `from notebook_code import ...` need tests/ on the path, and the
-# notebooks' `from autograder import checks` needs the course root, however pytest is started.
+# notebooks' `from dropout_course import checks` needs the course root, however pytest is started.
 for folder in (TESTS, ROOT):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _device_names() -> list[str]:
-    from autograder.checks.devices import available_devices
+    from dropout_course.checks.devices import available_devices
 
     return [d.type for d in available_devices()]
 

@@ -154,7 +154,7 @@ def grade_written(base: Path, assignment: str, write: Callable[[Path], object]
                   ) -> tuple[Path, dict[str, object]]:
     """Write submissions with ``write(folder)`` and grade them all in one call with short limits
     and two jobs: (course folder, results by student)."""
-    from autograder.grade import grade
+    from autograder.engine.grade import grade
 
     write(base / "submissions")
     out = base / "course"

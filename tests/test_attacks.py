@@ -19,7 +19,7 @@ import pytest
 from course import ROOT, find_leaks, grade_written, readable_text
 
 from autograder.demo.attacks import ATTACKS, LINGER_NAMES
-from autograder.sandbox import UID_BASE, UID_COUNT
+from autograder.engine.sandbox import UID_BASE, UID_COUNT
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_overfitting"

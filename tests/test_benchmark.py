@@ -22,7 +22,7 @@ ROW_FIELDS = {"exercise", "submissions", "stock_serial_s", "ours_jobs1_s", "ours
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
     """Run the benchmark once on one exercise: its output folder, printed text and JSON."""
     out = tmp_path_factory.mktemp("bench") / "out"
-    proc = run([sys.executable, "-m", "autograder.benchmark", "--exercises", EXERCISE,
+    proc = run([sys.executable, "-m", "autograder.engine.benchmark", "--exercises", EXERCISE,
                 "--per-exercise", str(PER_EXERCISE), "--out", str(out)], timeout=600)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return out, proc.stdout, json.loads((out / "benchmark.json").read_text(encoding="utf-8"))

@@ -11,15 +11,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
-
-from autograder.checks import core, devices
-from autograder.checks.stats import (
+from dropout_course.checks import core, devices
+from dropout_course.checks.stats import (
     DEFAULT_FALSE_FAILURE,
     binomial_count_bounds,
     same_subset_probability,
     two_sided_z,
 )
+from scipy import stats as scipy_stats
 
 HINT = "What to check"
 
@@ -363,8 +362,7 @@ def _frame_files(tb) -> list[str]:
 def _failed_check() -> AssertionError:
     """A real failure: a parameter count that forgets the biases of a 2-3 layer."""
     import torch
-
-    from autograder.checks import ex01
+    from dropout_course.checks import ex01
 
     with pytest.raises(AssertionError) as info:
         ex01.check_parameter_count(lambda model: 6, torch.nn.Linear(2, 3), 9, "a 2-3 layer")
@@ -374,7 +372,7 @@ def _failed_check() -> AssertionError:
 def test_failure_report_leaves_out_the_checks_library() -> None:
     """The short traceback keeps this file's frame and the message, and drops every frame of the
     checks library (which the full traceback has several of)."""
-    from autograder.checks.tracebacks import CHECKS_DIR, without_library_frames
+    from dropout_course.checks.tracebacks import CHECKS_DIR, without_library_frames
 
     err = _failed_check()
     full = _frame_files(err.__traceback__)
@@ -389,14 +387,13 @@ def test_notebook_kernel_shows_the_short_report(capsys: pytest.CaptureFixture[st
     """In an IPython shell, importing the checks installs the short report: a failed check shows
     the cell and the message but none of the library's source; other errors are unchanged."""
     pytest.importorskip("IPython")
+    from dropout_course.checks import tracebacks
     from IPython.core.interactiveshell import InteractiveShell
-
-    from autograder.checks import tracebacks
 
     shell = InteractiveShell.instance(colors="nocolor")
     try:
         assert tracebacks.install()
-        result = shell.run_cell("import torch\nfrom autograder.checks import ex01\n"
+        result = shell.run_cell("import torch\nfrom dropout_course.checks import ex01\n"
                                 "ex01.check_parameter_count(lambda m: 6, torch.nn.Linear(2, 3), "
                                 "9, 'a 2-3 layer')")
         shown = capsys.readouterr().out

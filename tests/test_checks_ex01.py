@@ -1,4 +1,5 @@
-"""Unit tests of autograder/checks/ex01.py through the real test cells of Exercise 1.
+"""Unit tests of the checks library's ex01.py (dropout_course.checks.ex01) through the real test
+cells of Exercise 1.
 
 Correct answers (the reference solutions and the demo student ada_correct) pass every test
 cell, also under many seeds; each wrong answer below, one typical student bug each, fails at
@@ -18,6 +19,7 @@ import notebook_code
 import numpy as np
 import pytest
 import torch
+from dropout_course.checks import ex01
 from notebook_code import (
     HINT,
     answers_namespace,
@@ -30,7 +32,6 @@ from notebook_code import (
 )
 from notebook_code import cell_failures as failures_of
 
-from autograder.checks import ex01
 from autograder.demo.ex01_overfitting import STUDENTS
 
 ASSIGNMENT = "ex01_overfitting"

@@ -28,6 +28,7 @@ import notebook_code
 import numpy as np
 import pytest
 import torch
+from dropout_course.checks import ex02
 from notebook_code import (
     HINT,
     answers_namespace,
@@ -40,7 +41,6 @@ from notebook_code import (
     test_cells,
 )
 
-from autograder.checks import ex02
 from autograder.demo.ex02_dropout_mechanics import FAILED_CELLS, STUDENTS
 
 ASSIGNMENT = "ex02_dropout_mechanics"

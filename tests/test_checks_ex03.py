@@ -26,6 +26,8 @@ import notebook_code
 import pytest
 import torch
 import torch.nn.functional as F
+from dropout_course.checks import ex03
+from dropout_course.layers import Dropout as CourseDropout
 from notebook_code import (
     CUDA_ONLY,
     HINT,
@@ -41,9 +43,7 @@ from notebook_code import (
     test_cells,
 )
 
-from autograder.checks import ex03
 from autograder.demo.ex03_dropout_variants import FAILED_CELLS, STUDENTS
-from autograder.layers import Dropout as CourseDropout
 
 ASSIGNMENT = "ex03_dropout_variants"
 #: task key in the test cells' grade ids (test_<task>_...) -> the name that task defines

@@ -26,6 +26,8 @@ import notebook_code
 import numpy as np
 import pytest
 import torch
+from dropout_course.checks import ex04
+from dropout_course.layers import Dropout as CourseDropout
 from notebook_code import (
     CUDA_ONLY,
     HINT,
@@ -41,9 +43,7 @@ from notebook_code import (
     test_cells,
 )
 
-from autograder.checks import ex04
 from autograder.demo.ex04_misconceptions import FAILED_CELLS, STUDENTS
-from autograder.layers import Dropout as CourseDropout
 
 ASSIGNMENT = "ex04_misconceptions"
 #: task key in the test cells' grade ids (test_<task>_...) -> the name that task defines

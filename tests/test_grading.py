@@ -174,7 +174,7 @@ def test_bad_submissions_affect_only_themselves(tmp_path: Path) -> None:
     """A malformed notebook, a missing notebook and a bad student name are reported and skipped;
     the good submission next to them is graded normally."""
     from autograder.demo.__main__ import write_submissions
-    from autograder.grade import grade
+    from autograder.engine.grade import grade
 
     subs = tmp_path / "subs"
     write_submissions(ASSIGNMENT, subs)
@@ -201,7 +201,7 @@ def test_bad_submissions_affect_only_themselves(tmp_path: Path) -> None:
 
 def test_grading_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
     """The grading command deletes its output folder only if it created it: nothing is lost."""
-    from autograder.grade import prepare_course
+    from autograder.engine.grade import prepare_course
 
     precious = tmp_path / "course"
     precious.mkdir()

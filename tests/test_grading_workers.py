@@ -14,7 +14,7 @@ import pytest
 from pg_server import postgres_url  # noqa: F401 (a pytest fixture)
 
 from autograder.demo.__main__ import write_submissions
-from autograder.grade import grade
+from autograder.engine.grade import grade
 
 pytestmark = pytest.mark.slow
 EX02 = "ex02_dropout_mechanics"
@@ -92,7 +92,7 @@ def test_full_submissions_in_one_run(tmp_path: Path) -> None:
     from nbgrader.api import Gradebook
 
     from autograder.demo.__main__ import ASSIGNMENTS
-    from autograder.grade import assignment_names
+    from autograder.engine.grade import assignment_names
 
     assert assignment_names("all") == ASSIGNMENTS
     demo, subs = tmp_path / "demo", tmp_path / "subs"
@@ -153,9 +153,9 @@ def test_an_lms_download_is_one_assignment(tmp_path: Path) -> None:
 def test_concurrent_graders_never_share_a_sandbox_uid() -> None:
     """Each grading process claims its own sandbox uid (a lock file held while it lives), so
     two grading runs on one machine never share one; an exited process frees its uid."""
-    from autograder.sandbox import UID_BASE, UID_COUNT
+    from autograder.engine.sandbox import UID_BASE, UID_COUNT
 
-    code = ("import sys; from autograder.sandbox import claim_uid; "
+    code = ("import sys; from autograder.engine.sandbox import claim_uid; "
             "print(claim_uid(), claim_uid(), flush=True); sys.stdin.read()")
     root = Path(__file__).resolve().parent.parent
 

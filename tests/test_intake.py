@@ -1,5 +1,5 @@
-"""autograder.intake: from what an instructor downloads to one notebook per student, staged in
-nbgrader's submitted layout, without trusting file names, sizes or zip headers."""
+"""autograder.engine.intake: from what an instructor downloads to one notebook per student,
+staged in nbgrader's submitted layout, without trusting file names, sizes or zip headers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.intake import DEFAULT_LMS_REGEX, STUDENT_ID, Intake, gather
+from autograder.engine.intake import DEFAULT_LMS_REGEX, STUDENT_ID, Intake, gather
 
 A = "ex01"
 LMS = "ps1_{}_attempt_{}_{}"  # the naming of nbgrader's zip_collect documentation

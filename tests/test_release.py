@@ -21,7 +21,7 @@ from course import (
     source_notebook,
 )
 
-from autograder.release import stale
+from autograder.engine.release import stale
 
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
@@ -59,7 +59,7 @@ def test_exercises_regenerate_without_a_diff(assignment: str) -> None:
 
 def test_stale_detection_notices_an_edited_exercise(tmp_path: Path, monkeypatch) -> None:
     """The staleness check is not vacuous: an edited student notebook is reported."""
-    from autograder import release
+    from autograder.engine import release
 
     assignment = ASSIGNMENTS[0]
     shutil.copytree(EXERCISES, tmp_path / "exercises")
@@ -197,4 +197,4 @@ def test_nbgrader_configuration() -> None:
     assert 0 < config.Execute.timeout <= 300
     assert config.IgnorePattern.enabled is True
     assert config.OverwriteCells.add_missing_cells is True
-    assert "autograder.feedback.HideHiddenTests" in config.GenerateFeedback.preprocessors
+    assert "autograder.engine.feedback.HideHiddenTests" in config.GenerateFeedback.preprocessors

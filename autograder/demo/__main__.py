@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.grade import COURSE_ROOT, grade
+from autograder.engine.grade import COURSE_ROOT, grade
 
 ASSIGNMENTS = [
     "ex01_overfitting",

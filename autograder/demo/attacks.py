@@ -25,7 +25,7 @@ from typing import Any
 import nbformat
 
 from autograder.demo.ex01_overfitting import STUDENTS
-from autograder.grade import COURSE_ROOT
+from autograder.engine.grade import COURSE_ROOT
 
 ASSIGNMENT = "ex01_overfitting"
 RELEASE = COURSE_ROOT / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"

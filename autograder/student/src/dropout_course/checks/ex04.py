@@ -94,7 +94,7 @@ def build_widening(p: float) -> torch.nn.Module:
 def build_conditional(p: float) -> torch.nn.Module:
     """A dropout layer only when p > 0, a BatchNorm layer (whose running statistics are buffers,
     not parameters) and the course's ``Dropout`` on the input."""
-    from autograder.layers import Dropout
+    from dropout_course.layers import Dropout
 
     nn = torch.nn
     layers: list[nn.Module] = [Dropout(p / 2), nn.Linear(20, 30), nn.BatchNorm1d(30), nn.ReLU()]
@@ -256,7 +256,7 @@ def _eval_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Sequential
     """20 -> 64 -> 64 -> 5 with BatchNorm, nn.Dropout(0.5) and the course's Dropout(0.3); the
     BatchNorm running statistics are set away from their defaults, so using batch statistics
     instead gives different predictions."""
-    from autograder.layers import Dropout
+    from dropout_course.layers import Dropout
 
     nn = torch.nn
     with seeded(41):
@@ -448,7 +448,7 @@ class _Block(torch.nn.Module):
 def _mc_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Nested model: a block (Conv2d, BatchNorm2d, Dropout2d), then a head with BatchNorm1d, the
     course's Dropout and a subclass of nn.Dropout."""
-    from autograder.layers import Dropout
+    from dropout_course.layers import Dropout
 
     nn = torch.nn
     with seeded(45):
@@ -527,7 +527,7 @@ def check_enable_mc_family(enable_mc_dropout: Callable[..., Any]) -> None:
     for device in available_devices():
         for layer_class in (*dropout_family(), _SubclassedDropout):
             label = layer_class.__name__
-            if layer_class.__module__.startswith("autograder.layers"):
+            if layer_class.__module__.startswith("dropout_course.layers"):
                 label = "the course's Dropout"
             elif layer_class is _SubclassedDropout:
                 label = "a subclass of nn.Dropout"

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autograder.feedback import HIDDEN_NOTE
-from autograder.sandbox import Limits, Sandbox, SandboxGone, prepare_workdir
+from autograder.engine.feedback import HIDDEN_NOTE
+from autograder.engine.sandbox import Limits, Sandbox, SandboxGone, prepare_workdir
 
 MAX_NOTEBOOK_BYTES = 64 << 20
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
@@ -35,7 +35,8 @@ SUSPICIOUS = [
     (r"sys\s*\.\s*(excepthook|displayhook|settrace|setprofile|modules)|__builtins__|"
      r"\bbuiltins\b|__import__", "changes the interpreter"),
     (r"\bchecks\s*\.[\w.]*\s*=[^=]|setattr\s*\(\s*checks|(np|numpy|torch)\s*\.\s*testing\s*\."
-     r"[\w.]*\s*=[^=]|\bautograder\b", "redefines the course's checks or assertion helpers"),
+     r"[\w.]*\s*=[^=]|\bautograder\b|\bdropout_course\s*\.\s*checks\b",
+     "redefines the course's checks or assertion helpers"),
     (r"solutions|gradebook|autograded|nbgrader|\.ipynb|/root\b|\bsource/",
      "reads course or grading files"),
     (r"os\s*\.\s*(_exit|fork|system|kill|popen|exec\w*|spawn\w*|setsid)|\bsubprocess\b|"
@@ -236,7 +237,7 @@ class Run:
 
     def start(self) -> dict[str, Any]:
         """Start the sandbox, run the cells, and return the names to bind (proxies)."""
-        from autograder.remote import Session
+        from autograder.engine.remote import Session
 
         workdir = prepare_workdir(self.scratch)
         self.sandbox = Sandbox(workdir, self.limits, self.slot)
@@ -261,8 +262,8 @@ class Run:
         return self.bind()
 
     def bind(self) -> dict[str, Any]:
-        from autograder import wire
-        from autograder.remote import RemoteFunction, make_class
+        from autograder.engine import wire
+        from autograder.engine.remote import RemoteFunction, make_class
 
         reply, blobs = self.sandbox.request({"op": "describe", "names": self.plan.names()})
         names: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """The course's checks library: every test cell of every exercise calls these functions.
 
-Use it as ``from autograder import checks`` and then ``checks.ex01.check_split(...)``,
+Use it as ``from dropout_course import checks`` and then ``checks.ex01.check_split(...)``,
 ``checks.expect_raises(...)``, ``checks.passed(...)``. Every failure is an ``AssertionError``
 whose message says what is wrong and what to check. Imported in a notebook, it shortens the
 report of a failed check to the test cell's line and that message (see ``tracebacks``).

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m autograder.benchmark [--per-exercise 20] [--jobs N] [--exercises ex01_overfitting,...]
-                                   [--out DIR] [--skip-stock]
+    python -m autograder.engine.benchmark [--per-exercise 20] [--jobs N]
+        [--exercises ex01_overfitting,...] [--out DIR] [--skip-stock]
 
 For every exercise a class of ``--per-exercise`` submissions is made by cycling that exercise's
 demo students (correct and wrong ones) under new ids (``s001_ada_correct``, ...). The class is
@@ -12,11 +12,11 @@ graded three ways, side by side, and each is timed by wall clock:
 * stock nbgrader, serial: one ``nbgrader autograde EXERCISE`` over the whole class in a fresh
   course directory, as an instructor runs it (only that command is timed; releasing the
   assignment before and exporting the grades after are not);
-* ``python -m autograder.grade EXERCISE CLASS --out DIR --jobs 1`` (the whole command);
+* ``python -m autograder.engine.grade EXERCISE CLASS --out DIR --jobs 1`` (the whole command);
 * the same with ``--jobs N`` (default: the machine's CPU count).
 
 Then one student's full submission (every exercise asked for, each one the demo's correct
-student) is graded by ONE command, ``python -m autograder.grade EX1,EX2,... FULL --out DIR
+student) is graded by ONE command, ``python -m autograder.engine.grade EX1,EX2,... FULL --out DIR
 --jobs N``, to measure what a single student waits: first into a new course folder (releasing
 the exercises into a new gradebook included: the cold case), then, as a second student, into
 that same folder (the usual case during a term, when the course is already prepared).
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.demo.__main__ import ASSIGNMENTS, write_submissions
-from autograder.grade import COURSE_ROOT, run_nbgrader
+from autograder.engine.grade import COURSE_ROOT, run_nbgrader
 
 MARKER = ".dropout-course-benchmark"
 #: The targets: parallel grading this many times faster than stock serial nbgrader, and one
@@ -174,9 +174,9 @@ def time_stock(exercise: str, klass: Path, course: Path, log: Path) -> Run:
 
 
 def run_ours(assignments: str, submissions: Path, out: Path, jobs: int, log: Path) -> Run:
-    """Time the whole ``python -m autograder.grade ASSIGNMENTS SUBMISSIONS --out OUT --jobs
+    """Time the whole ``python -m autograder.engine.grade ASSIGNMENTS SUBMISSIONS --out OUT --jobs
     JOBS`` command and log its output; the Run's scores are left for the caller to read."""
-    cmd = [sys.executable, "-m", "autograder.grade", assignments, str(submissions),
+    cmd = [sys.executable, "-m", "autograder.engine.grade", assignments, str(submissions),
            "--out", str(out), "--jobs", str(jobs)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=COURSE_ROOT, capture_output=True, text=True, check=False)
@@ -357,7 +357,7 @@ def prepare_out(out: Path) -> None:
             raise SystemExit(f"{out} exists and was not made by the benchmark: not touching it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / MARKER).write_text("made by python -m autograder.benchmark; safe to delete\n")
+    (out / MARKER).write_text("made by python -m autograder.engine.benchmark; safe to delete\n")
 
 
 def _failures(exercise: str, runs: dict[str, Run | None]) -> list[dict]:
@@ -377,7 +377,7 @@ def time_class(exercise: str, klass: Path, out: Path, jobs: int,
         runs["stock"] = time_stock(exercise, klass, out / "stock" / exercise,
                                    out / "logs" / f"stock_{exercise}.log")
     for mode, n in (("jobs1", 1), ("jobsN", jobs)):
-        say(f"[{exercise}] python -m autograder.grade --jobs {n}, {count} submissions ...")
+        say(f"[{exercise}] python -m autograder.engine.grade --jobs {n}, {count} submissions ...")
         runs[mode] = time_ours(exercise, klass, out / mode / exercise, n,
                                out / "logs" / f"{mode}_{exercise}.log")
     return runs

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m autograder.release            # regenerate every assignment
-    python -m autograder.release --check    # only report assignments whose exercises/ is stale
+    python -m autograder.engine.release          # regenerate every assignment
+    python -m autograder.engine.release --check  # report assignments whose exercises/ is stale
 
 Generation is nbgrader's ``generate_assignment`` (solutions replaced by stubs, hidden tests
 removed, outputs cleared, cells locked); it is deterministic, so ``--check`` can compare bytes.
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autograder.grade import COURSE_ROOT, require_ok, run_nbgrader
+from autograder.engine.grade import COURSE_ROOT, require_ok, run_nbgrader
 
 SOLUTIONS = COURSE_ROOT / "solutions"
 EXERCISES = COURSE_ROOT / "exercises"

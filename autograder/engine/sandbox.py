@@ -37,14 +37,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograder import wire
+from autograder.engine import wire
 
 HERE = Path(__file__).resolve().parent
-COURSE_ROOT = HERE.parent
+COURSE_ROOT = HERE.parents[1]
+STUDENT_PACKAGE = COURSE_ROOT / "autograder" / "student" / "src" / "dropout_course"
 UID_BASE = 61000
 UID_COUNT = 1000  # sandbox uids UID_BASE .. UID_BASE + UID_COUNT - 1
 _CLAIMED: dict[str, int] = {}
-PUBLIC_LIBRARY = ["__init__.py", "wire.py", "runner.py", "layers.py", "checks"]
+# What the sandbox may import, copied read-only into .grader/: the student package (what every
+# student has anyway) and the two engine modules that run inside the sandbox (the runner and its
+# wire format). Nothing else of the engine, and no solution, hidden test or reference answer.
+PUBLIC_LIBRARY = {
+    "dropout_course": STUDENT_PACKAGE,
+    "autograder/__init__.py": COURSE_ROOT / "autograder" / "__init__.py",
+    "autograder/engine/__init__.py": HERE / "__init__.py",
+    "autograder/engine/wire.py": HERE / "wire.py",
+    "autograder/engine/runner.py": HERE / "runner.py",
+}
 
 
 @dataclass(frozen=True)
@@ -226,7 +236,7 @@ class Sandbox:
             "address_space": None if gpu or _cgroup_dir("memory") else self.limits.memory_bytes,
             "uid": uid, "gid": uid, "require_fs_isolation": True, "pipes": [req_r, rep_w],
             "python": sys.executable, "env": env,
-            "runner": "/home/student/.grader/autograder/runner.py",
+            "runner": "/home/student/.grader/autograder/engine/runner.py",
         }
 
     def _join_cgroups(self, pid: int) -> None:
@@ -412,10 +422,9 @@ def prepare_workdir(parent: Path) -> Path:
     """A fresh working folder: the public library in ``.grader/`` (read-only) and an empty,
     writable ``submission`` folder the cells run in."""
     workdir = Path(tempfile.mkdtemp(prefix="work-", dir=parent))
-    library = workdir / ".grader" / "autograder"
-    library.mkdir(parents=True)
-    for name in PUBLIC_LIBRARY:
-        source = HERE / name
+    library = workdir / ".grader"
+    for name, source in PUBLIC_LIBRARY.items():
+        (library / name).parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, library / name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -3,8 +3,8 @@ attention dropout and Monte Carlo dropout.
 
 p is the DROP probability throughout. Every check runs on each available device; tensor checks
 run in float32 and float64 (and, for the shared contract, every float dtype of
-:func:`~autograder.checks.devices.float_dtypes`). Structural checks are exact: they read the mask
-off the output and fail only for a wrong answer. Random checks state their false-failure
+:func:`~dropout_course.checks.devices.float_dtypes`). Structural checks are exact: they read the
+mask off the output and fail only for a wrong answer. Random checks state their false-failure
 probability (the chance that a correct answer fails by bad luck), at most 1e-6 per check however
 many devices and dtypes it covers.
 
@@ -144,7 +144,7 @@ _SPATIAL_HINT = ("draw one keep/drop decision per (sample, channel), a mask of s
 
 
 def check_spatial_contract(spatial_dropout: Callable[..., Any]) -> None:
-    """The shared contract (:mod:`~autograder.checks.contract`) on (N, C, H, W) inputs, and a
+    """The shared contract (:mod:`~dropout_course.checks.contract`) on (N, C, H, W) inputs, and a
     ValueError for inputs with fewer than three dimensions. Exact."""
     contract.check_shape_dtype_device(spatial_dropout, 0.9, (4, 3, 5, 2))
     contract.check_eval_and_p0_identity(spatial_dropout, (4, 3, 5))
@@ -208,7 +208,7 @@ _ALPHA_HINT = ("set dropped units to alpha' = -lambda * alpha = -1.7581 (not 0),
 
 
 def check_alpha_contract(alpha_dropout: Callable[..., Any]) -> None:
-    """The shared contract (:mod:`~autograder.checks.contract`): shape, dtype and device kept,
+    """The shared contract (:mod:`~dropout_course.checks.contract`): shape, dtype and device kept,
     input untouched, identity in eval mode and at p = 0, zeros at p = 1 (PyTorch's choice), the
     generator as the only randomness, invalid p rejected. Exact."""
     contract.check_shape_dtype_device(alpha_dropout, 0.9, (4, 3, 5))
@@ -292,7 +292,7 @@ _BLOCK_HINT = ("sample block centres with gamma = p / block_size**2 * (H * W) / 
 
 
 def check_dropblock_contract(dropblock: Callable[..., Any]) -> None:
-    """The shared contract (:mod:`~autograder.checks.contract`) with block_size = 3, and a
+    """The shared contract (:mod:`~dropout_course.checks.contract`) with block_size = 3, and a
     ValueError for an input that is not 4-D or a block_size that is not an integer in
     [1, min(H, W)]. Exact."""
     extra = {"block_size": 3}
@@ -374,7 +374,7 @@ _LOCKED_HINT = ("draw ONE mask of shape (1, N, F) (x is time-first: (T, N, F)) a
 
 
 def check_locked_contract(locked_dropout: Callable[..., Any]) -> None:
-    """The shared contract (:mod:`~autograder.checks.contract`) on (T, N, F) inputs, and a
+    """The shared contract (:mod:`~dropout_course.checks.contract`) on (T, N, F) inputs, and a
     ValueError for inputs that are not 3-D. Exact."""
     contract.check_shape_dtype_device(locked_dropout, 0.9, (5, 3, 4))
     contract.check_eval_and_p0_identity(locked_dropout, (6, 4, 8))
@@ -611,7 +611,7 @@ def _self_attention(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def check_attention_contract(attention_with_dropout: Callable[..., Any]) -> None:
-    """The shared contract (:mod:`~autograder.checks.contract`) with q = k = v = x: shape, dtype
+    """The shared contract (:mod:`~dropout_course.checks.contract`) with q = k = v = x: shape, dtype
     and device kept, inputs untouched, the generator as the only randomness, zeros (and a zero
     gradient) at p = 1, invalid p rejected. Exact."""
     attend = _self_attention(attention_with_dropout)

@@ -76,7 +76,7 @@ class Runner:
         return hid
 
     def encoder(self, refs: dict[int, int] | None = None) -> Any:
-        from autograder.wire import Encoder
+        from autograder.engine.wire import Encoder
 
         return Encoder(refs, self.handle)
 
@@ -129,7 +129,7 @@ class Runner:
     def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
 
-        from autograder.wire import get_rng, set_rng
+        from autograder.engine.wire import get_rng, set_rng
 
         data, grad_refs = pickle.loads(blobs[0])
         loader = _Loader(io.BytesIO(data), self)
@@ -380,7 +380,7 @@ def _describe_error(exc: BaseException, cell_name: str) -> dict[str, Any]:
 
 
 def serve() -> None:
-    from autograder.wire import WireError, read_frame, write_frame
+    from autograder.engine.wire import WireError, read_frame, write_frame
 
     runner = Runner()
     while True:
@@ -413,6 +413,7 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # .grader/autograder/engine/runner.py: .grader holds autograder.engine and dropout_course.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     serve()
     os._exit(0)

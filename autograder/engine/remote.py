@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from autograder import wire
-from autograder.sandbox import Sandbox, SandboxGone
+from autograder.engine import wire
+from autograder.engine.sandbox import Sandbox, SandboxGone
 
 SAFE_ERRORS = {name: getattr(builtins, name) for name in (
     "ValueError", "TypeError", "RuntimeError", "NotImplementedError", "IndexError", "KeyError",

@@ -1,7 +1,7 @@
 """Tensor helpers shared by the exercises' checks: test inputs, generators, device/dtype cases.
 
 Every tensor check draws its inputs from here, so "every available device" and "every float
-dtype" mean the same thing in every exercise (:mod:`autograder.checks.devices` decides which).
+dtype" mean the same thing in every exercise (:mod:`dropout_course.checks.devices` decides which).
 """
 
 from __future__ import annotations

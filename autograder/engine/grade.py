@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m autograder.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS --out OUT
+    python -m autograder.engine.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS --out OUT
                                [--jobs N] [--db-url URL]
 
 ``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``), or, for one
@@ -10,10 +10,10 @@ assignment, a folder or ``.zip`` of files downloaded from an LMS, named per nbgr
 zip-collect conventions (``--lms-regex``). Several assignments (or ``all``) are graded in one
 run by one pool of workers: a student's full submission is graded at once, and one gradebook
 holds every assignment. Each submission's code runs in an operating-system sandbox
-(``autograder/sandbox.py``); its tests, hidden ones included, run in a trusted worker process
+(``autograder/engine/sandbox.py``); its tests, hidden ones included, run in a trusted worker process
 that calls the student's functions in the sandbox and judges the plain data that comes back
-(``autograder/verify.py``). ``OUT`` becomes an nbgrader course directory holding the gradebook
-(sqlite by default, or ``--db-url``), ``autograded/`` and
+(``autograder/engine/verify.py``). ``OUT`` becomes an nbgrader course directory holding the
+gradebook (sqlite by default, or ``--db-url``), ``autograded/`` and
 ``feedback/<student>/<ASSIGNMENT>/*.html``,
 ``grades.csv`` (one row per assignment and student: totals and one column per graded cell,
 flags and problems), ``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a
@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import csv
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
@@ -43,8 +44,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-COURSE_ROOT = Path(__file__).resolve().parent.parent
+COURSE_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = COURSE_ROOT / "autograder"
+STUDENT_SRC = COURSE_ROOT / "autograder" / "student" / "src"  # the student package's import root
 MARKER = ".dropout-course-grading"
 
 
@@ -70,9 +72,10 @@ def nbgrader_env() -> dict[str, str]:
     env = dict(os.environ)
     env["JUPYTER_CONFIG_PATH"] = str(CONFIG_DIR)
     # nbgrader creates the gradebook through the `alembic` executable: the venv's bin must be
-    # on PATH even when this runs as `.venv/bin/python -m autograder.grade`.
+    # on PATH even when this runs as `.venv/bin/python -m autograder.engine.grade`.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(COURSE_ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(COURSE_ROOT), str(STUDENT_SRC),
+                                         env.get("PYTHONPATH", "")])
     return env
 
 
@@ -98,7 +101,7 @@ def claim_folder(out: Path) -> None:
     if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
         raise SystemExit(f"{out} exists and was not made by this command: not touching it")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by python -m autograder.grade; safe to delete\n")
+    (out / MARKER).write_text("made by python -m autograder.engine.grade; safe to delete\n")
 
 
 def _source(assignment: str) -> Path:
@@ -175,10 +178,8 @@ def _init_worker(slots: Any) -> None:
     skip_iri_grammar()
     import torch
 
-    import autograder.remote
-    import autograder.verify
-
-    del autograder.remote, autograder.verify  # imported now, used by _grade_one
+    importlib.import_module("autograder.engine.remote")  # imported now, used by _grade_one
+    importlib.import_module("autograder.engine.verify")
     torch.set_num_threads(1)
     _html({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
@@ -195,8 +196,8 @@ def _exit_now() -> None:
 def _grade_one(student: str, notebook: str, assignment: str, out: str,
                limits: dict[str, Any]) -> dict[str, Any]:
     """Worker: grade one submission, write its autograded notebook and feedback HTML."""
-    from autograder.sandbox import Limits
-    from autograder.verify import Plan, feedback_notebook, grade_submission
+    from autograder.engine.sandbox import Limits
+    from autograder.engine.verify import Plan, feedback_notebook, grade_submission
 
     course = Path(out)
     plan = _WORKER.get(("plan", assignment))
@@ -343,7 +344,7 @@ def collect(assignments: list[str], submissions: Path, out: Path, lms_regex: str
             shard: tuple[int, int]) -> tuple[list[Task], dict[tuple[str, str], StudentResult]]:
     """Stage every assignment's submissions; return the submissions to grade (this shard's)
     and a result for each one that cannot be graded."""
-    from autograder.intake import gather, is_lms_download
+    from autograder.engine.intake import gather, is_lms_download
 
     if len(assignments) > 1 and is_lms_download(submissions, lms_regex):
         raise SystemExit("an LMS download holds one assignment's files: grade it with one "
@@ -396,8 +397,8 @@ def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: boo
     try:
         from nbgrader.api import Gradebook  # imported while the workers load, like the rest
 
-        from autograder.intake import STUDENT_ID
-        from autograder.sandbox import unenforced
+        from autograder.engine.intake import STUDENT_ID
+        from autograder.engine.sandbox import unenforced
 
         prepare_course(out, names, db_url)
         for warning in unenforced():
@@ -483,7 +484,7 @@ def format_report(assignments: list[str], results: list[StudentResult], seconds:
                   jobs: int = 1) -> str:
     """A plain-text table per assignment: student, score, time, flags, what needs a human,
     problems; then everyone flagged for tampering."""
-    from autograder.sandbox import protections
+    from autograder.engine.sandbox import protections
 
     lines = [f"Autograded {', '.join(assignments)}: {len(results)} submissions in "
              f"{seconds:.1f} s ({jobs} at a time)", "Sandbox: " + "; ".join(

@@ -32,7 +32,7 @@ __all__ = [
 def dropout_family() -> tuple[type[torch.nn.Module], ...]:
     """The module types that are dropout: torch.nn's dropout family and the course's
     ``Dropout`` (which deliberately does not subclass ``torch.nn.Dropout``)."""
-    from autograder.layers import Dropout
+    from dropout_course.layers import Dropout
 
     nn = torch.nn
     return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
