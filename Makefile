@@ -12,10 +12,11 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade benchmark lint clean
+.PHONY: help venv book student-kit test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade benchmark lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
+	@echo "make student-kit  the students' download, _build/student-kit.zip (notebooks, wheel, README)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the fast tier: checks library, notebooks, style (no book build)"
 	@echo "make test-browser  the book and JupyterLab in headless Chromium (part of make test)"
@@ -39,8 +40,14 @@ $(STAMP): requirements.txt
 		> "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dropout_course.pth"
 	touch $(STAMP)
 
-book: $(STAMP)
+# The book links the student kit (the exercises page and every exercise page), so it is built first.
+book: student-kit
 	COURSE_BOOK_BUILD=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+# The four exercise notebooks, the package dropout_course as a wheel (pip, from autograder/student),
+# the students' requirements.txt and README; deterministic (same bytes on every rebuild).
+student-kit: $(STAMP)
+	$(BIN)/python -m autograder.engine.kit --out _build/student-kit.zip
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests

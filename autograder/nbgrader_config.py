@@ -2,7 +2,7 @@
 #
 # Found by every nbgrader command and by JupyterLab's Validate button through
 # JUPYTER_CONFIG_PATH=autograder (the Makefile and the grading command set it).
-# See shared/reference/nbgrader.md for why each setting is here.
+# Each setting says why it is here; the instructor guide explains them for instructors.
 import os
 
 c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
@@ -14,14 +14,11 @@ c.CourseDirectory.root = COURSE_ROOT
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 
-# Per-cell time limit (nbgrader has no per-notebook limit).
-c.Execute.timeout = 120
-
-# nbgrader zeroes a test cell that writes anything to stderr. A warning printed by a student's
-# correct code (e.g. a PyTorch UserWarning) must not cost points: drop warning lines from stderr
-# before scoring. Errors are separate outputs and still count.
-c.IgnorePattern.enabled = True
-c.IgnorePattern.pattern = r"(?m)^[^\n]*Warning: "
+# What makes a test cell pass (time limit per cell, warnings on stderr cost nothing, Validate
+# agrees with grading) is set once, in the file the student kit ships: students' Validate and the
+# course's commands judge alike.
+load_subconfig(  # noqa: F821  (provided by traitlets, like get_config)
+    "nbgrader_config.py", path=os.path.join(COURSE_ROOT, "autograder", "student", "kit"))
 
 # A deleted test cell is put back and run, rather than leaving "needs manual grade" forever.
 c.OverwriteCells.add_missing_cells = True

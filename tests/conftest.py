@@ -11,9 +11,11 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
-# `from course import ...` and `from notebook_code import ...` need tests/ on the path, and the
-# notebooks' `from dropout_course import checks` needs the course root, however pytest is started.
-for folder in (TESTS, ROOT):
+# `from course import ...` and `from notebook_code import ...` need tests/ on the path, the
+# engine (`autograder.engine`) the course root, and the notebooks' `from dropout_course import
+# checks` the student package's source, however pytest is started (also with a bare python3 and
+# no venv, as `make test-cuda PY=python3` on a GPU machine).
+for folder in (TESTS, ROOT, ROOT / "autograder" / "student" / "src"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
 BUILD_HTML = ROOT / "_build" / "html"
+#: The student package's source: everything under it ships to students (public).
+STUDENT_PACKAGE = ROOT / "autograder" / "student" / "src" / "dropout_course"
 ASSIGNMENTS = sorted(p.name for p in SOLUTIONS.iterdir() if (p / f"{p.name}.ipynb").is_file())
 
 # A secret line must be at least this long (after stripping) to be searched for: shorter lines
@@ -64,6 +66,13 @@ def _regions(source: str, begin: str, end: str) -> list[str]:
     return found
 
 
+def package_modules() -> list[Path]:
+    """Every Python module of the student package (it is public: students get all of it)."""
+    modules = sorted(STUDENT_PACKAGE.rglob("*.py"))
+    assert len(modules) >= 10, f"the student package was not found under {STUDENT_PACKAGE}"
+    return modules
+
+
 @cache
 def secret_lines() -> frozenset[str]:
     """Solution and hidden-test lines of every source notebook that no student may see.
@@ -83,7 +92,7 @@ def secret_lines() -> frozenset[str]:
                 secret.update(_regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
         for cell in release_notebook(assignment).cells:
             public.update(line.strip() for line in cell.source.splitlines())
-    for module in (ROOT / "autograder" / "checks").glob("*.py"):
+    for module in package_modules():
         public.update(line.strip() for line in module.read_text(encoding="utf-8").splitlines())
     stripped = {line.strip() for line in secret}
     return frozenset(s for s in stripped if len(s) >= MIN_SECRET_LENGTH and s not in public)

@@ -102,6 +102,23 @@ def test_cells(assignment: str, hidden: bool | None = None) -> list[tuple[str, s
 test_cells.__test__ = False  # type: ignore[attr-defined]
 
 
+def answer_cells(assignment: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(grade_id, source, test cells) of every code cell marked nbgrader.solution, in notebook
+    order; its test cells are the graded code cells (grade_id, source) between it and the next
+    solution code cell (each task's tests follow its answer cell)."""
+    found: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for cell in _code_cells(assignment):
+        meta = _nbgrader(cell)
+        if meta.get("solution"):
+            found.append((meta["grade_id"], cell.source, []))
+        elif meta.get("grade"):
+            if not found:
+                raise LookupError(f"{assignment}: test cell {meta['grade_id']!r} comes before "
+                                  "any answer cell")
+            found[-1][2].append((meta["grade_id"], cell.source))
+    return found
+
+
 def task_of(grade_id: str, tasks: Iterable[str]) -> str:
     """The task a test cell belongs to: its grade id is ``test_<task>_...`` for one of ``tasks``
     (the longest such key, so 'np_forward' is not taken for 'np')."""

@@ -27,7 +27,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dropout_course.checks import ex03
-from dropout_course.layers import Dropout as CourseDropout
+from dropout_course.layers import GaussianDropout as CourseDropout
 from notebook_code import (
     CUDA_ONLY,
     HINT,
@@ -44,6 +44,7 @@ from notebook_code import (
 )
 
 from autograder.demo.ex03_dropout_variants import FAILED_CELLS, STUDENTS
+from autograder.engine import answers
 
 ASSIGNMENT = "ex03_dropout_variants"
 #: task key in the test cells' grade ids (test_<task>_...) -> the name that task defines
@@ -301,7 +302,7 @@ def attention_where(q, k, v, p=0.0, training=True, generator=None):
 
 def mc_batched(model, x, n_samples=50):
     """All samples in one batch (BatchNorm is in eval, so the rows do not interact), using the
-    private base class of torch.nn's dropout family plus the course's Dropout."""
+    private base class of torch.nn's dropout family plus the course's GaussianDropout."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError("n_samples must be an int >= 2")
     saved = [(m, m.training) for m in model.modules()]
@@ -371,13 +372,13 @@ def _random_checks(ns: dict[str, Any], seed: int) -> Iterator[tuple[str, Callabl
         yield f"spatial structure {p}", lambda p=p: ex03.check_spatial_structure(
             ns["spatial_dropout"], p, seed=seed)
     for p in (0.2, 0.7):
-        yield f"alpha {p}", lambda p=p: ex03.check_alpha_statistics(ns["alpha_dropout"], p,
-                                                                    seed=seed)
-        yield f"alpha values {p}", lambda p=p: ex03.check_alpha_values(ns["alpha_dropout"], p,
-                                                                       seed=seed)
+        yield f"alpha {p}", lambda p=p: ex03.check_alpha_statistics(
+            ns["alpha_dropout"], p, answers.alpha_affine(p), seed=seed)
+        yield f"alpha values {p}", lambda p=p: ex03.check_alpha_values(
+            ns["alpha_dropout"], p, answers.alpha_affine(p), seed=seed)
     for p, size in ((0.3, 5), (0.2, 3), (0.25, 1)):
         yield f"dropblock {p} {size}", lambda p=p, s=size: ex03.check_dropblock_rate(
-            ns["dropblock"], p, s, seed=seed)
+            ns["dropblock"], p, s, answers.dropblock_gamma, seed=seed)
         yield f"dropblock structure {p} {size}", lambda p=p, s=size: (
             ex03.check_dropblock_structure(ns["dropblock"], p, s, seed=seed))
     yield "locked", lambda: ex03.check_locked_statistics(ns["locked_dropout"], 0.35, seed=seed)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 from dropout_course.checks import ex04
-from dropout_course.layers import Dropout as CourseDropout
+from dropout_course.layers import GaussianDropout as CourseDropout
 from notebook_code import (
     CUDA_ONLY,
     HINT,
@@ -44,6 +44,7 @@ from notebook_code import (
 )
 
 from autograder.demo.ex04_misconceptions import FAILED_CELLS, STUDENTS
+from autograder.engine import answers
 
 ASSIGNMENT = "ex04_misconceptions"
 #: task key in the test cells' grade ids (test_<task>_...) -> the name that task defines
@@ -109,11 +110,29 @@ def test_demo_students_fail_exactly_the_expected_cells(student: str, device: str
     assert all(HINT in str(err) for err in failures.values())
 
 
-def test_the_stated_verdict_must_follow_from_the_numbers(reference: dict[str, Any]) -> None:
-    """A test case whose stated verdict contradicts its numbers is reported, not graded."""
-    with pytest.raises(AssertionError, match="inconsistent"):
-        ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0,
-                                  "hurts")
+def test_a_malformed_test_case_is_reported(reference: dict[str, Any]) -> None:
+    """A test case must state (mean_diff, std_err, verdict); anything else is reported as the
+    test's fault, not graded."""
+    for expected in ("helps", (0.395, 0.005), (0.395, 0.005, "better"), (0.395, "0.005", "helps"),
+                     (True, 0.005, "helps")):
+        with pytest.raises(AssertionError, match="malformed"):
+            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0,
+                                      expected)
+
+
+def test_a_stated_case_that_contradicts_its_numbers_fails_the_reference(
+        reference: dict[str, Any]) -> None:
+    """The public check no longer works out the verdict itself; a test case whose stated numbers
+    or verdict are wrong fails the reference solution instead (so
+    test_reference_solution_passes_the_test_cell proves every stated case right)."""
+    good = answers.paired_verdict([0.9, 0.91], [0.5, 0.52], 2.0)
+    assert good[2] == "helps"
+    ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0, good)
+    for wrong in ((*good[:2], "hurts"), (good[0] + 1e-3, *good[1:]),
+                  (good[0], 2 * good[1], "helps")):
+        with pytest.raises(AssertionError, match=HINT):
+            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0,
+                                      wrong)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -201,7 +201,7 @@ def mc_dropout_predict(model, x, n_samples=50):
     """All samples in one batch: BatchNorm stays in eval mode, so rows do not interact."""
     if type(n_samples) is not int or n_samples < 2:
         raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
-    family = (torch.nn.modules.dropout._DropoutNd, Dropout)
+    family = (torch.nn.modules.dropout._DropoutNd, GaussianDropout)
     before = [(module, module.training) for module in model.modules()]
     try:
         model.eval()

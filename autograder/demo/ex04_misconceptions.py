@@ -100,7 +100,7 @@ def enable_mc_dropout(model):
     """Every torch.nn dropout layer derives from the private base class _DropoutNd."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError("model must be a torch.nn.Module")
-    kinds = (torch.nn.modules.dropout._DropoutNd, Dropout)
+    kinds = (torch.nn.modules.dropout._DropoutNd, GaussianDropout)
     names = [name for name, m in model.named_modules() if isinstance(m, kinds)]
     if not names:
         raise ValueError("no dropout layer in this model")
@@ -116,7 +116,7 @@ def enable_mc_dropout(model):
     if not isinstance(model, torch.nn.Module):
         raise TypeError("model must be a torch.nn.Module")
     names = [name for name, m in model.named_modules()
-             if isinstance(m, (torch.nn.modules.dropout._DropoutNd, Dropout))]
+             if isinstance(m, (torch.nn.modules.dropout._DropoutNd, GaussianDropout))]
     if not names:
         raise ValueError("no dropout layer in this model")
     model.train()

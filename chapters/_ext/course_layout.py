@@ -1,19 +1,134 @@
-"""Sphinx extension: the course's own stylesheet (chapters/_ext/static/course.css), served from
-the site like every other asset."""
+"""Sphinx extension: the course's own page furniture.
+
+* The course's stylesheet (chapters/_ext/static/course.css), served from the site like every
+  other asset.
+* The student kit's download link on every exercise page (pages under ``exercises/``): a box
+  under the page title, so the notebooks themselves carry no link (it would be dead inside the
+  kit). The kit (``course_student_kit``, built by ``make student-kit`` before the book) is copied
+  into the site by Sphinx's own download machinery, like a ``{download}`` role; a missing kit is
+  Sphinx's "download file not readable" warning, fatal in the strict build.
+* The course's public addresses, set once in ``_config.yml`` (``sphinx: config: course_links``:
+  ``book``, the published book's URL, and ``repository``, the repository's link). The
+  ``{course-links}`` directive shows those that are set; an empty value shows nothing, never a
+  dead link. A value that is not an http(s) URL fails the build.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.errors import ConfigError
+from sphinx.transforms import SphinxTransform
+from sphinx.util.docutils import SphinxDirective
+
 STATIC = Path(__file__).resolve().parent / "static"
+#: The kit, from the book's source folder (the repository root); built by `make student-kit`.
+DEFAULT_KIT = "/_build/student-kit.zip"
+EXERCISE_PAGES = "exercises/"
+#: What each course link is called on a page, in the order shown.
+LINK_NAMES = {"book": "the course book online", "repository": "the course's repository"}
 
 
 def _add_static_path(app) -> None:
     app.config.html_static_path.append(str(STATIC))
 
 
+def checked_links(links: Any) -> dict[str, str]:
+    """``course_links`` with the set values only; a ConfigError for anything else."""
+    if not isinstance(links, dict) or not set(links) <= set(LINK_NAMES):
+        raise ConfigError(f"course_links must be a mapping with the keys {sorted(LINK_NAMES)}; "
+                          f"got {links!r}")
+    found = {}
+    for key in LINK_NAMES:
+        value = links.get(key) or ""
+        if not isinstance(value, str):
+            raise ConfigError(f"course_links.{key} must be a string, got {value!r}")
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ConfigError(f"course_links.{key} must be an http(s) URL or empty; got {value!r}")
+        if value:
+            found[key] = value
+    return found
+
+
+def _check_config(app, config) -> None:
+    checked_links(config.course_links)
+
+
+def link_nodes(links: Any) -> list[nodes.Node]:
+    """The paragraph the ``{course-links}`` directive shows: one link per set value; nothing
+    when none is set."""
+    found = checked_links(links)
+    if not found:
+        return []
+    para = nodes.paragraph(classes=["course-links"])
+    para += nodes.Text("See also ")
+    for i, (key, url) in enumerate(found.items()):
+        if i:
+            para += nodes.Text(" and ")
+        para += nodes.reference("", LINK_NAMES[key], refuri=url, internal=False)
+    para += nodes.Text(".")
+    return [para]
+
+
+class CourseLinks(SphinxDirective):
+    """``{course-links}``: the course's public addresses that ``_config.yml`` sets, or nothing."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        return link_nodes(self.config.course_links)
+
+
+def kit_box(kit: str, docname: str) -> nodes.admonition:
+    """The exercise page's box: the kit's download link and where the set-up is explained."""
+    name = kit.rsplit("/", 1)[-1]
+    link = addnodes.download_reference(
+        "", "", nodes.literal("", name, classes=["xref", "download"]),
+        refdoc=docname, refdomain="", reftype="download", refexplicit=True, refwarn=False,
+        reftarget=kit)
+    setup = addnodes.pending_xref(
+        "", nodes.inline("", "Working on an exercise"),
+        refdoc=docname, refdomain="std", reftype="ref", refexplicit=True, refwarn=True,
+        reftarget="exercises:setup")
+    para = nodes.paragraph()
+    para += [nodes.Text("Download "), link,
+             nodes.Text(": this notebook and the other exercises, the course's package "),
+             nodes.literal("", "dropout_course"),
+             nodes.Text(" and a README on installing them, validating and handing in (see "),
+             setup, nodes.Text("). The page's download button gives this notebook alone.")]
+    box = nodes.admonition("", nodes.title("", "Student kit"), para,
+                           classes=["tip", "course-student-kit"])
+    return box
+
+
+class StudentKitLink(SphinxTransform):
+    """Put the kit's box under the title of every page under ``exercises/``."""
+
+    default_priority = 210
+
+    def apply(self, **kwargs: Any) -> None:
+        kit = self.config.course_student_kit
+        if not kit or not self.env.docname.startswith(EXERCISE_PAGES):
+            return
+        box = kit_box(kit, self.env.docname)
+        section = next(iter(self.document.findall(nodes.section)), None)
+        if section is None:
+            self.document.insert(0, box)
+            return
+        titles = [i for i, child in enumerate(section.children) if isinstance(child, nodes.title)]
+        section.insert(titles[0] + 1 if titles else 0, box)
+
+
 def setup(app) -> dict[str, Any]:
+    app.add_config_value("course_links", {"book": "", "repository": ""}, "env", [dict])
+    app.add_config_value("course_student_kit", DEFAULT_KIT, "env", [str])
+    app.connect("config-inited", _check_config)
     app.connect("builder-inited", _add_static_path)
     app.add_css_file("course.css")
+    app.add_directive("course-links", CourseLinks)
+    app.add_transform(StudentKitLink)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -22,7 +22,7 @@ The functions under test (the exercise's contract):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,7 +37,6 @@ from .modules import (
     ForwardRecorder,
     changed_modes,
     check_modes_restored_on_error,
-    dropout_family,
     module_modes,
     seeded,
 )
@@ -46,7 +45,6 @@ from .tensors import call_tensor_fn, device_dtype_cases, generator_on, positive,
 
 __all__ = [
     "ALPHA_PRIME",
-    "alpha_affine",
     "check_alpha_contract",
     "check_alpha_statistics",
     "check_alpha_values",
@@ -73,7 +71,6 @@ __all__ = [
     "check_spatial_contract",
     "check_spatial_statistics",
     "check_spatial_structure",
-    "dropblock_gamma",
 ]
 
 #: SELU's constants (Klambauer et al., 2017) and the value alpha dropout gives a dropped unit
@@ -195,11 +192,10 @@ def check_spatial_statistics(spatial_dropout: Callable[..., Any], p: float,
 # --------------------------------------------------------------------------- alpha dropout
 
 
-def alpha_affine(p: float) -> tuple[float, float]:
-    """The affine correction (a, b) of alpha dropout: a = ((1-p)(1 + p alpha'^2))^(-1/2),
-    b = -a alpha' p. A kept unit becomes a x + b, a dropped one a alpha' + b."""
-    a = ((1.0 - p) * (1.0 + p * ALPHA_PRIME**2)) ** -0.5
-    return a, -a * ALPHA_PRIME * p
+def _affine(affine: Sequence[float]) -> tuple[float, float]:
+    """The test cell's (a, b), as two floats."""
+    a, b = affine
+    return float(a), float(b)
 
 
 _ALPHA_HINT = ("set dropped units to alpha' = -lambda * alpha = -1.7581 (not 0), then apply "
@@ -218,12 +214,14 @@ def check_alpha_contract(alpha_dropout: Callable[..., Any]) -> None:
     contract.check_invalid_p(alpha_dropout)
 
 
-def check_alpha_values(alpha_dropout: Callable[..., Any], p: float, seed: int = 1) -> None:
+def check_alpha_values(alpha_dropout: Callable[..., Any], p: float, affine: Sequence[float],
+                       seed: int = 1) -> None:
     """In training every output is a x + b (kept) or a alpha' + b (dropped), to a few ulps of the
-    dtype, and both occur, on every device and float dtype. Inputs lie in [0.5, 1.5), so kept
-    outputs are positive and dropped ones negative. Exact (all or none of 4096 units kept with
-    probability below 1e-180 at p in [0.2, 0.8])."""
-    a, b = alpha_affine(p)
+    dtype, and both occur, on every device and float dtype; ``affine`` is the test cell's
+    (a, b) for this p (to full float64 precision). Inputs lie in [0.5, 1.5), so kept outputs are
+    positive and dropped ones negative. Exact (all or none of 4096 units kept with probability
+    below 1e-180 at p in [0.2, 0.8])."""
+    a, b = _affine(affine)
     for device, dtype in device_dtype_cases():
         x = positive((64, 64), device, dtype, seed=4)
         out = contract.apply(alpha_dropout, x, p, True, generator_on(device, seed))
@@ -238,15 +236,16 @@ def check_alpha_values(alpha_dropout: Callable[..., Any], p: float, seed: int = 
         _expect_some_of_each(kept, where, _ALPHA_HINT)
 
 
-def check_alpha_statistics(alpha_dropout: Callable[..., Any], p: float, n: int = 200_000,
-                           seed: int = 0) -> None:
-    """(1) The number of dropped units among n is Binomial(n, p) (exact tails), every device and
-    float dtype. (2) For a standardised input (random signs +-1: mean 0, variance 1) the output's
-    mean stays 0 and its mean square 1 (float32 and float64): the output takes three values, so
-    Hoeffding's inequality bounds both sums for any n. False-failure probability 1e-6 for the
-    whole check, split evenly over its counts and sums. At n = 200 000 and p = 0.5 the bounds are
-    about +-0.015 on the mean and +-0.017 on the mean square; dropped units set to 0 shift the
-    mean by 0.78, and plain inverted dropout doubles the mean square."""
+def check_alpha_statistics(alpha_dropout: Callable[..., Any], p: float, affine: Sequence[float],
+                           n: int = 200_000, seed: int = 0) -> None:
+    """``affine`` is the test cell's (a, b) for this p. (1) The number of dropped units among n
+    is Binomial(n, p) (exact tails), every device and float dtype. (2) For a standardised input
+    (random signs +-1: mean 0, variance 1) the output's mean stays 0 and its mean square 1
+    (float32 and float64): the output takes three values, so Hoeffding's inequality bounds both
+    sums for any n. False-failure probability 1e-6 for the whole check, split evenly over its
+    counts and sums. At n = 200 000 and p = 0.5 the bounds are about +-0.015 on the mean and
+    +-0.017 on the mean square; dropped units set to 0 shift the mean by 0.78, and plain
+    inverted dropout doubles the mean square."""
     count_cases = device_dtype_cases()
     moment_cases = device_dtype_cases(_FLOATS)
     budget = DEFAULT_FALSE_FAILURE / (len(count_cases) + 2 * len(moment_cases))
@@ -255,7 +254,7 @@ def check_alpha_statistics(alpha_dropout: Callable[..., Any], p: float, n: int =
         out = contract.apply(alpha_dropout, x, p, True, generator_on(device, seed))
         where = f"alpha_dropout(x of {n} elements, {dtype} on {device.type}, p={p})"
         expect_drop_count(out < 0, p, budget, where, _ALPHA_HINT)
-    a, b = alpha_affine(p)
+    a, b = _affine(affine)
     values = torch.tensor([a + b, -a + b, a * ALPHA_PRIME + b], dtype=torch.float64)
     for device, dtype in moment_cases:
         signs = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed + 7))
@@ -276,13 +275,6 @@ def check_alpha_statistics(alpha_dropout: Callable[..., Any], p: float, n: int =
 
 
 # --------------------------------------------------------------------------- DropBlock
-
-
-def dropblock_gamma(p: float, block_size: int, height: int, width: int) -> float:
-    """The paper's rate of block centres (Ghiasi et al., 2018), for a height x width map:
-    gamma = p / block_size^2 * (H W) / ((H - block_size + 1)(W - block_size + 1))."""
-    valid = (height - block_size + 1) * (width - block_size + 1)
-    return p / block_size**2 * (height * width) / valid
 
 
 _BLOCK_HINT = ("sample block centres with gamma = p / block_size**2 * (H * W) / "
@@ -342,8 +334,11 @@ def check_dropblock_structure(dropblock: Callable[..., Any], p: float, block_siz
 
 
 def check_dropblock_rate(dropblock: Callable[..., Any], p: float, block_size: int,
+                         gamma_rule: Callable[[float, int, int, int], float],
                          seed: int = 0) -> None:
-    """The paper's gamma, measured: on 32 x 64 maps of 16 x 16 (every device and float dtype),
+    """The paper's gamma, measured: ``gamma_rule(p, block_size, height, width)`` is the test
+    cell's rate of block centres for a height x width map. On 32 x 64 maps of 16 x 16 (every
+    device and float dtype),
     a unit at least block_size away from the border is dropped exactly when one of the
     block_size^2 centres whose block covers it fires, so with probability
     q = 1 - (1 - gamma)^(block_size^2). Units spaced block_size apart have disjoint sets of such
@@ -352,7 +347,7 @@ def check_dropblock_rate(dropblock: Callable[..., Any], p: float, block_size: in
     block_size = 5 and p = 0.3: q = 0.417 against 0.26 without the (H W)/(...) correction of
     gamma; block_size = 1 is element-wise dropout (q = p)."""
     size = 16
-    gamma = min(1.0, dropblock_gamma(p, block_size, size, size))
+    gamma = min(1.0, float(gamma_rule(p, block_size, size, size)))
     q = 1.0 - (1.0 - gamma) ** (block_size**2)
     inner = torch.arange(block_size, size - block_size, block_size)
     cases = device_dtype_cases()
@@ -744,8 +739,8 @@ def check_attention_gradient(attention_with_dropout: Callable[..., Any]) -> None
 # --------------------------------------------------------------------------- Monte Carlo
 
 _MC_HINT = ("do not use model.train(): it also puts BatchNorm in training mode. Put the model "
-            "in eval mode, switch on (train()) only the dropout modules (the "
-            "torch.nn dropout family and the course's Dropout), sample under torch.no_grad(), "
+            "in eval mode, switch on (train()) only the dropout modules (the torch.nn dropout "
+            "family and the course's GaussianDropout), sample under torch.no_grad(), "
             "and restore every module's original training flag in a `finally:` block.")
 
 
@@ -757,6 +752,11 @@ def _predict(fn: Callable[..., Any], model: torch.nn.Module, x: torch.Tensor, n_
            f"{where} returned {short_repr(result)}; expected a tuple (mean, std) of tensors",
            "end with `return mean, std`.")
     return result
+
+
+#: The dropout modules of :func:`_bn_model`, by name: the only ones that may be in training mode
+#: while Monte Carlo sampling runs.
+_BN_MODEL_DROPOUT = frozenset({"3"})
 
 
 def _bn_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Sequential:
@@ -844,7 +844,7 @@ def check_mc_modes(mc_dropout_predict: Callable[..., Any]) -> None:
             finally:
                 recorder.remove()
             wrong = {name for name, training, _, _ in recorder.calls
-                     if training != isinstance(model.get_submodule(name), dropout_family())}
+                     if training != (name in _BN_MODEL_DROPOUT)}
             expect(recorder.calls != [] and not wrong,
                    f"{where}: during sampling {sorted(wrong)} had the wrong mode (only dropout "
                    "modules may be in training mode)", _MC_HINT)
@@ -871,18 +871,21 @@ def check_mc_restores_on_error(mc_dropout_predict: Callable[..., Any]) -> None:
         failing_call=1, what="mc_dropout_predict")
 
 
-def check_mc_dropout_family(mc_dropout_predict: Callable[..., Any]) -> None:
-    """Every member of the dropout family is switched on: torch.nn's Dropout, Dropout1d/2d/3d,
-    AlphaDropout, FeatureAlphaDropout and the course's ``Dropout``, each alone in an eval-mode
-    model on every device; predictions vary (some std > 0) and the modes are restored. Exact
-    (a correct answer gives all-zero std with probability below 1e-200)."""
+def check_mc_dropout_family(mc_dropout_predict: Callable[..., Any],
+                            layer_classes: Sequence[type[torch.nn.Module]]) -> None:
+    """Every member of the dropout family is switched on: each of ``layer_classes`` (the test
+    cell's list: torch.nn's Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout and the
+    course's ``GaussianDropout``), built with p = 0.5 alone in an eval-mode model on every device;
+    predictions vary (some std > 0) and the modes are restored. Exact (a correct answer gives
+    all-zero std with probability below 1e-200; for GaussianDropout, whose noise is continuous,
+    with probability 0)."""
     shapes = {"Dropout1d": (4, 6, 5), "Dropout2d": (4, 6, 5, 5), "Dropout3d": (4, 6, 3, 3, 3),
               "FeatureAlphaDropout": (4, 6, 5, 5)}
     for device in available_devices():
-        for layer_class in dropout_family():
+        for layer_class in layer_classes:
             name = layer_class.__name__
-            if layer_class.__module__.startswith("autograder"):
-                name = "the course's Dropout"
+            if layer_class.__module__.startswith("dropout_course"):
+                name = f"the course's {name}"
             model = torch.nn.Sequential(torch.nn.Identity(), layer_class(0.5)).to(device).eval()
             x = positive(shapes.get(layer_class.__name__, (4, 12)), device, torch.float32, 21)
             where = f"mc_dropout_predict on a model with {name} ({device.type})"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +34,6 @@ from .modules import (
     ModelSnapshot,
     changed_modes,
     check_modes_restored_on_error,
-    dropout_family,
     module_modes,
     seeded,
 )
@@ -93,11 +91,12 @@ def build_widening(p: float) -> torch.nn.Module:
 
 def build_conditional(p: float) -> torch.nn.Module:
     """A dropout layer only when p > 0, a BatchNorm layer (whose running statistics are buffers,
-    not parameters) and the course's ``Dropout`` on the input."""
-    from dropout_course.layers import Dropout
+    not parameters) and the course's ``GaussianDropout`` on the input."""
+    from dropout_course.layers import GaussianDropout
 
     nn = torch.nn
-    layers: list[nn.Module] = [Dropout(p / 2), nn.Linear(20, 30), nn.BatchNorm1d(30), nn.ReLU()]
+    layers: list[nn.Module] = [GaussianDropout(p / 2), nn.Linear(20, 30), nn.BatchNorm1d(30),
+                               nn.ReLU()]
     if p > 0:
         layers.append(nn.Dropout(p))
     layers.append(nn.Linear(30, 3))
@@ -205,12 +204,17 @@ def build_nothing(p: float) -> Any:
 # --------------------------------------------------------------------------- task 2: scale
 
 
+#: (p, the factor of original dropout, the factor of inverted dropout), worked out by hand.
+_SCALE_CASES = ((0.0, 1.0, 1.0), (0.1, 0.9, 1.0), (0.25, 0.75, 1.0), (0.5, 0.5, 1.0),
+                (0.8, 0.2, 1.0), (0.95, 0.05, 1.0))
+
+
 def check_inference_scale(inference_scale: Callable[..., Any]) -> None:
     """For p in {0, 0.1, 0.25, 0.5, 0.8, 0.95}: ``inference_scale(p, inverted=False)`` is the keep
-    probability 1 - p, and ``inference_scale(p, inverted=True)`` is 1, as Python floats. Exact
-    (1e-12)."""
-    for p in (0.0, 0.1, 0.25, 0.5, 0.8, 0.95):
-        for inverted, wanted in ((False, 1.0 - p), (True, 1.0)):
+    probability 1 - p, and ``inference_scale(p, inverted=True)`` is 1, as Python floats (the
+    factors are fixed for these p, worked out by hand). Exact (1e-12)."""
+    for p, original, inverted_factor in _SCALE_CASES:
+        for inverted, wanted in ((False, original), (True, inverted_factor)):
             call = describe_call(inference_scale, (p,), {"inverted": inverted})
             got = run_student(inference_scale, p, inverted=inverted)
             expect(isinstance(got, numbers.Real) and not isinstance(got, bool)
@@ -253,15 +257,16 @@ def check_inference_scale_invalid(inference_scale: Callable[..., Any]) -> None:
 
 
 def _eval_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Sequential:
-    """20 -> 64 -> 64 -> 5 with BatchNorm, nn.Dropout(0.5) and the course's Dropout(0.3); the
-    BatchNorm running statistics are set away from their defaults, so using batch statistics
+    """20 -> 64 -> 64 -> 5 with BatchNorm, nn.Dropout(0.5) and the course's GaussianDropout(0.3);
+    the BatchNorm running statistics are set away from their defaults, so using batch statistics
     instead gives different predictions."""
-    from dropout_course.layers import Dropout
+    from dropout_course.layers import GaussianDropout
 
     nn = torch.nn
     with seeded(41):
         model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5),
-                              nn.Linear(64, 64), nn.ReLU(), Dropout(0.3), nn.Linear(64, 5))
+                              nn.Linear(64, 64), nn.ReLU(), GaussianDropout(0.3),
+                              nn.Linear(64, 5))
         with torch.no_grad():
             model[1].running_mean.uniform_(-0.5, 0.5)
             model[1].running_var.uniform_(0.3, 3.0)
@@ -430,7 +435,14 @@ def check_evaluate_invalid(evaluate_accuracy: Callable[..., Any]) -> None:
 
 
 class _SubclassedDropout(torch.nn.Dropout):
-    """A user's own dropout layer, subclassing torch.nn.Dropout."""
+    """A user's own dropout layer, subclassing torch.nn.Dropout: multiplicative Gaussian noise
+    like the course's GaussianDropout (so that, although a torch.nn.Dropout, it is no answer to
+    Exercise 2's Dropout module, which must output zeros)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from dropout_course.layers import GaussianDropout
+
+        return GaussianDropout.forward(self, x)  # reads only self.training and self.p
 
 
 class _Block(torch.nn.Module):
@@ -447,13 +459,14 @@ class _Block(torch.nn.Module):
 
 def _mc_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Nested model: a block (Conv2d, BatchNorm2d, Dropout2d), then a head with BatchNorm1d, the
-    course's Dropout and a subclass of nn.Dropout."""
-    from dropout_course.layers import Dropout
+    course's GaussianDropout and a subclass of nn.Dropout. Its dropout modules are
+    :data:`_MC_MODEL_DROPOUT`."""
+    from dropout_course.layers import GaussianDropout
 
     nn = torch.nn
     with seeded(45):
         head = nn.Sequential(nn.Linear(4 * 6 * 6, 32), nn.BatchNorm1d(32), nn.ReLU(),
-                             Dropout(0.5), nn.Linear(32, 32), nn.ReLU(),
+                             GaussianDropout(0.5), nn.Linear(32, 32), nn.ReLU(),
                              _SubclassedDropout(0.2), nn.Linear(32, 3))
         model = nn.Sequential(_Block(), nn.Flatten(), head)
         with torch.no_grad():
@@ -462,6 +475,10 @@ def _mc_model(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
                 norm.running_var.uniform_(0.5, 2.0)
     return model.to(device, dtype)
 
+
+#: The dropout modules of :func:`_mc_model` in ``named_modules()`` order: the Dropout2d of the
+#: block, the course's GaussianDropout and the nn.Dropout subclass of the head.
+_MC_MODEL_DROPOUT = ("0.drop", "2.3", "2.6")
 
 _MC_HINT = ("call model.eval() first, then .train() on every module that is a dropout layer; "
             + DROPOUT_FAMILY_HINT + ". Never model.train(): BatchNorm would use batch "
@@ -477,18 +494,19 @@ def _enabled_names(fn: Callable[..., Any], model: torch.nn.Module, where: str) -
 
 
 def check_enable_mc_dropout(enable_mc_dropout: Callable[..., Any]) -> None:
-    """A nested model with BatchNorm1d/2d, Dropout2d, the course's Dropout and a subclass of
-    nn.Dropout, started in train, eval and a mixed mode, on every device in float32 and float64:
-    afterwards exactly the dropout modules are in training mode; the result lists their names
-    in ``named_modules()`` order; weights, BatchNorm statistics and requires_grad flags are
+    """A nested model with BatchNorm1d/2d, Dropout2d, the course's GaussianDropout and a subclass
+    of nn.Dropout, started in train, eval and a mixed mode, on every device in float32 and
+    float64: afterwards exactly the dropout modules (fixed for this model:
+    :data:`_MC_MODEL_DROPOUT`) are in training mode; the result lists their names in
+    ``named_modules()`` order; weights, BatchNorm statistics and requires_grad flags are
     unchanged. Then two forward passes differ (dropout is on) and leave BatchNorm's statistics
-    alone. Exact for the modes and names; the two passes of a correct answer are identical only
-    if all 3 x 32 + 3 x 32 dropout coins of the head and 3 x 4 channel coins agree, probability
-    below (0.5^2 + 0.5^2)^96 < 1e-28."""
-    family = dropout_family()
+    alone. Exact for the modes and names; the two passes of a correct answer draw fresh
+    continuous Gaussian noise for the 3 x 32 units of each of the head's two noise layers, so
+    they are identical only if that noise repeats bit for bit: probability 0 up to float
+    rounding (never seen in 3000 seeded trials per dtype)."""
+    expected = list(_MC_MODEL_DROPOUT)
     for device, dtype in device_dtype_cases(_FLOATS):
         model = _mc_model(device, dtype)
-        expected = [name for name, m in model.named_modules() if isinstance(m, family)]
         x = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(46),
                         dtype=torch.float64).to(device, dtype)
         for start in ("train", "eval", "mixed"):
@@ -501,7 +519,7 @@ def check_enable_mc_dropout(enable_mc_dropout: Callable[..., Any]) -> None:
                      f"{start} mode)")
             names = _enabled_names(enable_mc_dropout, model, where)
             wrong = sorted(name or "(the model)" for name, m in model.named_modules()
-                           if m.training != isinstance(m, family))
+                           if m.training != (name in expected))
             expect(not wrong, f"{where}: afterwards {wrong} had the wrong mode (only dropout "
                    "modules may be in training mode)", _MC_HINT)
             expect(names == expected, f"{where} returned {names}; expected {expected}",
@@ -520,15 +538,17 @@ def check_enable_mc_dropout(enable_mc_dropout: Callable[..., Any]) -> None:
                    "BatchNorm was left in training mode", _MC_HINT)
 
 
-def check_enable_mc_family(enable_mc_dropout: Callable[..., Any]) -> None:
-    """Every member of the dropout family is recognised: torch.nn's Dropout, Dropout1d/2d/3d,
-    AlphaDropout, FeatureAlphaDropout, the course's ``Dropout`` and a subclass of nn.Dropout,
-    each alone next to a Linear layer in an eval-mode model (every device). Exact."""
+def check_enable_mc_family(enable_mc_dropout: Callable[..., Any],
+                           layer_classes: Sequence[type[torch.nn.Module]]) -> None:
+    """Every member of the dropout family is recognised: each of ``layer_classes`` (the test
+    cell's list: torch.nn's Dropout, Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout and the
+    course's ``GaussianDropout``) and a subclass of nn.Dropout, each built with p = 0.5 alone next
+    to a Linear layer in an eval-mode model (every device). Exact."""
     for device in available_devices():
-        for layer_class in (*dropout_family(), _SubclassedDropout):
+        for layer_class in (*layer_classes, _SubclassedDropout):
             label = layer_class.__name__
             if layer_class.__module__.startswith("dropout_course.layers"):
-                label = "the course's Dropout"
+                label = f"the course's {label}"
             elif layer_class is _SubclassedDropout:
                 label = "a subclass of nn.Dropout"
             model = torch.nn.Sequential(torch.nn.Linear(4, 4), layer_class(0.5)).to(device)
@@ -582,13 +602,16 @@ def _verdict_result(fn: Callable[..., Any], a: Any, b: Any, z: float
     return float(mean), float(err), verdict, call
 
 
-def _expected_verdict(a: Sequence[float], b: Sequence[float], z: float
-                      ) -> tuple[float, float, str]:
-    diffs = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
-    mean = statistics.fmean(diffs)
-    err = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    verdict = "helps" if mean > z * err else "hurts" if mean < -z * err else "inconclusive"
-    return mean, err, verdict
+def _expected_case(expected: Any) -> tuple[float, float, str]:
+    """The test cell's (mean_diff, std_err, verdict): two real numbers and one of
+    :data:`VERDICTS`. (That the three agree with each other is the course staff's business: the
+    instructor's tests run every test cell against the reference solution.)"""
+    ok = (isinstance(expected, tuple | list) and len(expected) == 3
+          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in expected[:2])
+          and isinstance(expected[2], str) and expected[2] in VERDICTS)
+    expect(ok, f"this test case is malformed: expected is {short_repr(expected)}",
+           "tell the course staff: a case states (mean_diff, std_err, verdict).")
+    return float(expected[0]), float(expected[1]), expected[2]
 
 
 def _judge(fn: Callable[..., Any], a: Any, b: Any, z: float,
@@ -622,24 +645,24 @@ def _judge(fn: Callable[..., Any], a: Any, b: Any, z: float,
 
 
 def check_paired_verdict(paired_verdict: Callable[..., Any], with_dropout: Sequence[float],
-                         without_dropout: Sequence[float], z: float, expected_verdict: str
-                         ) -> None:
-    """One worked case: mean_diff, std_err (to 1e-9) and the verdict, which the test cell states
-    (so a wrong formula cannot agree with itself); the inputs are not modified. Exact."""
+                         without_dropout: Sequence[float], z: float,
+                         expected: tuple[float, float, str]) -> None:
+    """One worked case: mean_diff, std_err (to 1e-9) and the verdict, all three stated by the
+    test cell as ``expected`` (worked out once by the course staff, so a wrong formula in this
+    library could not agree with a wrong answer); the inputs are not modified. Exact."""
     a, b = list(with_dropout), list(without_dropout)
-    expected = _expected_verdict(a, b, z)
-    expect(expected[2] == expected_verdict, "this test case is inconsistent",
-           "tell the course staff: the stated verdict does not follow from the numbers.")
-    _judge(paired_verdict, a, b, z, expected)
+    _judge(paired_verdict, a, b, z, _expected_case(expected))
     expect(a == list(with_dropout) and b == list(without_dropout),
            f"{_name(paired_verdict)} modified its inputs", "only read the two lists.")
 
 
-def check_paired_verdict_random(paired_verdict: Callable[..., Any], seed: int,
+def check_paired_verdict_random(paired_verdict: Callable[..., Any],
+                                reference: Callable[..., tuple[float, float, str]], seed: int,
                                 n_cases: int = 200) -> None:
     """Seeded random cases (2 to 12 seeds; lists, tuples and NumPy arrays; z in {1, 2, 3}):
-    mean_diff and std_err to 1e-9 and the verdict, against ``statistics.fmean`` and
-    ``statistics.stdev``. Cases within 1e-6 of a verdict boundary are skipped, so rounding
+    mean_diff and std_err to 1e-9 and the verdict, against ``reference(a, b, z)``, the test
+    cell's reference answer (the course staff's, from ``statistics.fmean`` and
+    ``statistics.stdev``). Cases within 1e-6 of a verdict boundary are skipped, so rounding
     cannot decide them. Exact."""
     rng = np.random.default_rng(seed)
     for _ in range(n_cases):
@@ -651,7 +674,7 @@ def check_paired_verdict_random(paired_verdict: Callable[..., Any], seed: int,
         kind = int(rng.integers(3))
         args = (a.tolist(), b.tolist()) if kind == 0 else \
             (tuple(a.tolist()), tuple(b.tolist())) if kind == 1 else (a.copy(), b.copy())
-        expected = _expected_verdict(a.tolist(), b.tolist(), z)
+        expected = _expected_case(tuple(reference(a.tolist(), b.tolist(), z)))
         if abs(abs(expected[0]) - z * expected[1]) < 1e-6:
             continue
         _judge(paired_verdict, *args, z, expected)

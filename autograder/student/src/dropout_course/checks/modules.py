@@ -1,6 +1,6 @@
-"""Helpers for checks that run a student's code on a whole ``torch.nn.Module``: which modules
-count as dropout, every submodule's train/eval flag, forward hooks that record how each module
-ran, and seeding for modules that draw from the global random generator.
+"""Helpers for checks that run a student's code on a whole ``torch.nn.Module``: how to name the
+dropout family in a hint, every submodule's train/eval flag, forward hooks that record how each
+module ran, and seeding for modules that draw from the global random generator.
 
 Shared by the Monte Carlo checks of Exercise 3 and the evaluation/MC checks of Exercise 4.
 """
@@ -23,28 +23,19 @@ __all__ = [
     "ModelSnapshot",
     "changed_modes",
     "check_modes_restored_on_error",
-    "dropout_family",
     "module_modes",
     "seeded",
 ]
 
 
-def dropout_family() -> tuple[type[torch.nn.Module], ...]:
-    """The module types that are dropout: torch.nn's dropout family and the course's
-    ``Dropout`` (which deliberately does not subclass ``torch.nn.Dropout``)."""
-    from dropout_course.layers import Dropout
-
-    nn = torch.nn
-    return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-            nn.FeatureAlphaDropout, Dropout)
-
-
 # Names the family without spelling out an isinstance tuple a solution may contain verbatim:
-# feedback must not show a solution line.
+# feedback must not show a solution line. (The tuple itself is no part of this package: the hidden
+# tests get the layers to try from the instructor's side, so nothing here hands out the answer.)
 DROPOUT_FAMILY_HINT = ("the dropout layers are nn.Dropout, Dropout1d, Dropout2d, Dropout3d, "
                        "AlphaDropout and FeatureAlphaDropout from torch.nn, and the course's "
-                       "Dropout (which is not a torch.nn.Dropout subclass); test each module with "
-                       "isinstance against all seven, which also covers their subclasses")
+                       "GaussianDropout (which is not a torch.nn.Dropout subclass); test each "
+                       "module with isinstance against all seven, which also covers their "
+                       "subclasses")
 
 
 def module_modes(model: torch.nn.Module) -> dict[str, bool]:
