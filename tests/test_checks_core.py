@@ -405,3 +405,30 @@ def test_notebook_kernel_shows_the_short_report(capsys: pytest.CaptureFixture[st
         assert "return 1 / 0" in capsys.readouterr().out
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_notebook_kernel_prints_warnings_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """In a notebook kernel the checks send every warning to stdout, so Validate (which fails a
+    test cell on any stderr) agrees with grading (which drops warning lines); outside a kernel
+    nothing changes."""
+    pytest.importorskip("IPython")
+    import warnings
+
+    from dropout_course.checks import core
+    from IPython.core.interactiveshell import InteractiveShell
+
+    before = warnings.showwarning
+    assert core.warnings_to_stdout() is False  # no kernel: nothing installed
+    assert warnings.showwarning is before
+    InteractiveShell.instance(colors="nocolor")
+    try:
+        assert core.warnings_to_stdout()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a harmless warning", UserWarning, stacklevel=1)
+        shown = capsys.readouterr()
+        assert "UserWarning" in shown.out and "a harmless warning" in shown.out
+        assert shown.err == ""
+    finally:
+        warnings.showwarning = before
+        InteractiveShell.clear_instance()

@@ -3,7 +3,8 @@
 Use it as ``from dropout_course import checks`` and then ``checks.ex01.check_split(...)``,
 ``checks.expect_raises(...)``, ``checks.passed(...)``. Every failure is an ``AssertionError``
 whose message says what is wrong and what to check. Imported in a notebook, it shortens the
-report of a failed check to the test cell's line and that message (see ``tracebacks``).
+report of a failed check to the test cell's line and that message (see ``tracebacks``) and
+prints warnings to stdout (see ``core.warnings_to_stdout``).
 """
 
 from . import (
@@ -53,3 +54,4 @@ __all__ = [
 ]
 
 tracebacks.install()
+core.warnings_to_stdout()

@@ -7,6 +7,7 @@ so a test cell never ends in a bare value that nbgrader could mistake for a scor
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -21,6 +22,7 @@ __all__ = [
     "not_written_error",
     "passed",
     "run_student",
+    "warnings_to_stdout",
 ]
 
 _REPR_LIMIT = 80
@@ -64,6 +66,29 @@ def call_quietly(
             for w in caught:
                 print(f"Note: {describe_call(fn, args, kwargs)} warned: "
                       f"{w.category.__name__}: {w.message}")
+
+
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: Any = None, line: str | None = None) -> None:
+    print(f"Note: {category.__name__} ({os.path.basename(filename)}, line {lineno}): {message}")
+
+
+def warnings_to_stdout() -> bool:
+    """In a notebook kernel, print every warning to stdout (as :func:`call_quietly` does for the
+    calls a check makes), so that Validate judges as grading does.
+
+    Both count stderr in a test cell as a failure, but grading drops warning lines first
+    (nbgrader's IgnorePattern) while Validate cannot: a test cell that prints a student's object
+    whose code warns would fail Validate and still earn its points.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    if get_ipython() is None:
+        return False
+    warnings.showwarning = _print_warning
+    return True
 
 
 def fail(what: str, hint: str) -> NoReturn:

@@ -39,6 +39,7 @@ from .modules import (
     check_modes_restored_on_error,
     module_modes,
     seeded,
+    wrong_modes,
 )
 from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
 from .tensors import call_tensor_fn, device_dtype_cases, generator_on, positive, ulps
@@ -846,8 +847,8 @@ def check_mc_modes(mc_dropout_predict: Callable[..., Any]) -> None:
             wrong = {name for name, training, _, _ in recorder.calls
                      if training != (name in _BN_MODEL_DROPOUT)}
             expect(recorder.calls != [] and not wrong,
-                   f"{where}: during sampling {sorted(wrong)} had the wrong mode (only dropout "
-                   "modules may be in training mode)", _MC_HINT)
+                   f"{where}: during sampling {wrong_modes(wrong, _BN_MODEL_DROPOUT)}",
+                   _MC_HINT)
             expect(not any(grad for _, _, grad, _ in recorder.calls),
                    f"{where}: the model ran with autograd on", "sample under torch.no_grad().")
             expect(all(torch.equal(a, b) for a, b in zip(stats, model[1].buffers(), strict=True)),

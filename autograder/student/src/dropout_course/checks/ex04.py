@@ -36,6 +36,7 @@ from .modules import (
     check_modes_restored_on_error,
     module_modes,
     seeded,
+    wrong_modes,
 )
 from .tensors import device_dtype_cases
 
@@ -518,10 +519,9 @@ def check_enable_mc_dropout(enable_mc_dropout: Callable[..., Any]) -> None:
             where = (f"{_name(enable_mc_dropout)}(model) ({dtype} on {device.type}, model in "
                      f"{start} mode)")
             names = _enabled_names(enable_mc_dropout, model, where)
-            wrong = sorted(name or "(the model)" for name, m in model.named_modules()
-                           if m.training != (name in expected))
-            expect(not wrong, f"{where}: afterwards {wrong} had the wrong mode (only dropout "
-                   "modules may be in training mode)", _MC_HINT)
+            wrong = [name for name, m in model.named_modules() if m.training != (name in expected)]
+            expect(not wrong, f"{where}: afterwards {wrong_modes(wrong, set(expected))}",
+                   _MC_HINT)
             expect(names == expected, f"{where} returned {names}; expected {expected}",
                    "return the names of the modules you switched to training mode, in the "
                    "order of model.named_modules().")

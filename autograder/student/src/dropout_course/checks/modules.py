@@ -48,6 +48,16 @@ def changed_modes(before: dict[str, bool], after: dict[str, bool]) -> list[str]:
     return sorted(name or "(the model)" for name in before if before[name] != after.get(name))
 
 
+def wrong_modes(wrong: set[str] | list[str], dropout: set[str] | frozenset[str]) -> str:
+    """Say which way each of the modules ``wrong`` was wrong, given the names of the model's
+    dropout layers (which must be in training mode; every other module in eval mode)."""
+    off = sorted(n for n in wrong if n in dropout)
+    on = sorted(n or "(the model)" for n in wrong if n not in dropout)
+    parts = ([f"dropout layers {off} were in eval mode"] if off else []) + (
+        [f"{on} were in training mode, which only dropout layers may be"] if on else [])
+    return " and ".join(parts) or "no module was recorded"
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Seed the global RNG (CPU and CUDA) for a module without a generator argument, and restore
