@@ -597,7 +597,7 @@ def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> No
         ("evaluate", evaluate_restores_model_flag): "train/eval mode of",
         ("evaluate", evaluate_one_batch): "batches of",
         ("evaluate", evaluate_with_grad): "autograd",
-        ("enable", enable_model_train): "wrong mode",
+        ("enable", enable_model_train): "were in training mode, which only dropout layers may be",
         ("enable", enable_exact_types): "subclass",
         ("enable", enable_error_after_eval): "raise before changing any mode",
         ("verdict", verdict_population_sd): "population standard deviation",
