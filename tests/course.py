@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ ASSIGNMENTS = sorted(p.name for p in SOLUTIONS.iterdir() if (p / f"{p.name}.ipyn
 # shorter than DISTINCTIVE_LENGTH count only when they appear as a whole line; longer ones count
 # anywhere, even inside a longer line (e.g. in a JSON search index).
 MIN_SECRET_LENGTH = 16
+#: nbgrader's markers around solutions and hidden tests in source notebooks.
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 DISTINCTIVE_LENGTH = 30
 
 
@@ -73,6 +76,30 @@ def package_modules() -> list[Path]:
     return modules
 
 
+def wheel_name() -> str:
+    """The file name of the wheel the student package builds (PEP 427 normalisation)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "autograder" / "student" / "pyproject.toml")
+                            .read_text(encoding="utf-8"))["project"]
+    return f"{re.sub(r'[-_.]+', '_', project['name'])}-{project['version']}-py3-none-any.whl"
+
+
+def answer_source_lines() -> set[str]:
+    """The solution and hidden-test lines of every source notebook, unstripped: solution markdown
+    cells whole, code between nbgrader's markers."""
+    found: set[str] = set()
+    for assignment in ASSIGNMENTS:
+        for cell in source_notebook(assignment).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and meta.get("solution"):
+                found.update(cell.source.splitlines())
+            elif cell.cell_type == "code":
+                found.update(_regions(cell.source, "BEGIN SOLUTION", "END SOLUTION"))
+                found.update(_regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
+    return found
+
+
 @cache
 def secret_lines() -> frozenset[str]:
     """Solution and hidden-test lines of every source notebook that no student may see.
@@ -80,16 +107,9 @@ def secret_lines() -> frozenset[str]:
     Lines that also occur in a released notebook or in the checks library (both public: students
     get them) are left out, as are lines shorter than MIN_SECRET_LENGTH.
     """
-    secret: set[str] = set()
+    secret = answer_source_lines()
     public: set[str] = set()
     for assignment in ASSIGNMENTS:
-        for cell in source_notebook(assignment).cells:
-            meta = cell.metadata.get("nbgrader", {})
-            if cell.cell_type == "markdown" and meta.get("solution"):
-                secret.update(cell.source.splitlines())
-            elif cell.cell_type == "code":
-                secret.update(_regions(cell.source, "BEGIN SOLUTION", "END SOLUTION"))
-                secret.update(_regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
         for cell in release_notebook(assignment).cells:
             public.update(line.strip() for line in cell.source.splitlines())
     for module in package_modules():

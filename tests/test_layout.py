@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from course import ASSIGNMENTS, ROOT, STUDENT_PACKAGE, package_modules, release_notebook
+from course import (
+    ASSIGNMENTS,
+    ROOT,
+    STUDENT_PACKAGE,
+    package_modules,
+    release_notebook,
+    wheel_name,
+)
 
 ENGINE = ROOT / "autograder" / "engine"
 ENGINE_MODULES = {"intake", "sandbox", "jail", "runner", "wire", "remote", "verify", "grade",
@@ -119,16 +126,6 @@ def test_the_repository_refers_to_no_file_outside_it() -> None:
         if "shared/reference" in text or "../shared" in text:
             outside.append(name)
     assert outside == []
-
-
-def wheel_name() -> str:
-    """The file name of the wheel that the student package builds (PEP 427 normalisation)."""
-    import re
-    import tomllib
-
-    project = tomllib.loads((ROOT / "autograder" / "student" / "pyproject.toml")
-                            .read_text(encoding="utf-8"))["project"]
-    return f"{re.sub(r'[-_.]+', '_', project['name'])}-{project['version']}-py3-none-any.whl"
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

@@ -12,6 +12,7 @@ from course import (
     ASSIGNMENTS,
     DISTINCTIVE_LENGTH,
     EXERCISES,
+    MARKERS,
     ROOT,
     SOLUTIONS,
     find_leaks,
@@ -23,8 +24,6 @@ from course import (
 )
 
 from autograder.engine.release import stale
-
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
 def nbgrader(*args: str, cwd: Path = ROOT):

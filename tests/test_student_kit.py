@@ -28,23 +28,25 @@ from course import (
     ASSIGNMENTS,
     DISTINCTIVE_LENGTH,
     EXERCISES,
+    MARKERS,
     ROOT,
     SOLUTIONS,
+    STUDENT_PACKAGE,
+    answer_source_lines,
     find_leaks,
     readable_text,
     release_notebook,
     secret_lines,
-    source_notebook,
+    wheel_name,
 )
 from packaging.requirements import Requirement
 
 from autograder.engine import kit
 
-WHEEL = "dropout_course-1.0.0-py3-none-any.whl"
+WHEEL = wheel_name()
 NOTEBOOKS = [f"{a}.ipynb" for a in ASSIGNMENTS]
 KIT_FILES = {"README.md", "requirements.txt", "nbgrader_config.py", WHEEL, *NOTEBOOKS}
-STUDENT_SRC = ROOT / "autograder" / "student" / "src"
-MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+STUDENT_SRC = STUDENT_PACKAGE.parent
 # Plain lines that the checks library or a chapter shares with a solution or a demo answer:
 # validating p, a split's size, a seeded generator, softmax attention weights (Chapter 3 teaches
 # scaled dot-product attention with this very line). They give nothing away; any other shared
@@ -194,18 +196,7 @@ def answer_lines() -> frozenset[str]:
     not taken as public: this set is what the package must not contain either."""
     public = {line.strip() for a in ASSIGNMENTS for cell in release_notebook(a).cells
               for line in cell.source.splitlines()}
-    found: set[str] = set()
-    for assignment in ASSIGNMENTS:
-        for cell in source_notebook(assignment).cells:
-            if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
-                found.update(cell.source.splitlines())
-            elif cell.cell_type == "code":
-                inside = False
-                for line in cell.source.splitlines():
-                    if any(m in line for m in MARKERS):
-                        inside = "BEGIN" in line
-                    elif inside:
-                        found.add(line)
+    found = answer_source_lines()
     demos = sorted((ROOT / "autograder" / "demo").glob("ex0*.py"))
     assert len(demos) == len(ASSIGNMENTS)
     for demo in demos:

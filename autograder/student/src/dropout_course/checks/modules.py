@@ -25,6 +25,7 @@ __all__ = [
     "check_modes_restored_on_error",
     "module_modes",
     "seeded",
+    "wrong_modes",
 ]
 
 
