@@ -25,8 +25,13 @@ c.OverwriteCells.add_missing_cells = True
 
 # Feedback must never show hidden tests: strip their source and shorten the tracebacks of any
 # cell that held them (autograder/engine/feedback.py).
+# Student-written markdown and outputs are untrusted HTML: scripts, event handlers and remote
+# resources are removed before the page is written (the same cleaning as the grading command's).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "autograder.engine.feedback.HideHiddenTests",
+    "autograder.engine.feedback.SanitizeStudentContent",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {"clean_html": "autograder.engine.untrusted.safe_html"}

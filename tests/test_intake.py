@@ -245,3 +245,106 @@ def test_extracted_lms_folder_one_level_down(tmp_path: Path, dest: Path) -> None
         notes={},
     )
     assert gather(src / "gradebook_ex01", A, dest).notebooks == staged(dest, "bob")
+
+
+BB = "ex01_{}_attempt_{}_{}"  # Blackboard's naming, the default pattern's
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
+def test_lms_upload_named_like_another_student_is_the_uploaders(tmp_path: Path, dest: Path,
+                                                                as_zip: bool) -> None:
+    """An upload whose own file name embeds another student's id and a later attempt stays
+    the uploader's (flagged); the student it names keeps their real submission (noted)."""
+    forged = BB.format("victim", "2099-01-01-00-00-00", f"{A}.ipynb")
+    files = {BB.format("victim", "2024-01-01-10-00-00", f"{A}.ipynb"): b"victim",
+             BB.format("attacker", "2024-01-01-11-00-00", forged): b"attacker"}
+    if as_zip:
+        source = make_zip(tmp_path / "gradebook.zip", dict(files))
+    else:
+        source = tmp_path / "downloaded"
+        for name, data in files.items():
+            write(source / name, data)
+    attacker_raw = BB.format("attacker", "2024-01-01-11-00-00", forged)
+
+    intake = gather(source, A, dest)
+
+    assert {s: p.read_bytes() for s, p in intake.notebooks.items()} == {
+        "attacker": b"attacker", "victim": b"victim"}
+    assert intake.problems == {}
+    assert intake.flags == {"attacker": {"tampering": [
+        (f"uploaded {attacker_raw}: its file name imitates an LMS name of student victim; "
+        "graded as attacker's own file")]}}
+    assert intake.notes == {
+        "attacker": [f"notebook was named {forged}; graded anyway"],
+        "victim": [(f"{attacker_raw} (uploaded by attacker) names this student; it is "
+                   "attacker's file, not graded as this student's")]}
+
+
+def test_lms_default_pattern_is_anchored(tmp_path: Path, dest: Path) -> None:
+    """The uploader is the leftmost `_<id>_attempt_<timestamp>_`: an assignment part with
+    underscores is fine, a timestamp in another format or a missing attempt part is not a
+    submission of anyone."""
+    src = tmp_path / "downloaded"
+    write(src / f"ex01_overfitting_alice_attempt_2024-01-01-10-00-00_{A}.ipynb", b"alice")
+    write(src / f"ex01_bob_attempt_2024-1-1_{A}.ipynb", b"bob")
+    write(src / f"carol_attempt_2024-01-01-10-00-00_{A}.ipynb", b"carol")
+
+    intake = gather(src, A, dest)
+
+    assert {s: p.read_bytes() for s, p in intake.notebooks.items()} == {"alice": b"alice"}
+    assert set(intake.problems) == {f"ex01_bob_attempt_2024-1-1_{A}.ipynb",
+                                    f"carol_attempt_2024-01-01-10-00-00_{A}.ipynb"}
+    assert intake.flags == {}
+
+
+def test_lms_two_notebooks_of_one_attempt_are_ambiguous(tmp_path: Path, dest: Path) -> None:
+    """Two files of one student, one attempt, one name: the newest is graded, both are named
+    in an `ambiguous` flag."""
+    t = "2024-01-02-00-00-00"
+    name = BB.format("bob", t, f"{A}.ipynb")
+    old, new = zipfile.ZipInfo("a/" + name, (2024, 1, 1, 0, 0, 0)), \
+        zipfile.ZipInfo("b/" + name, (2024, 1, 2, 0, 0, 0))
+    source = make_zip(tmp_path / "gradebook.zip", {old: b"old", new: b"new"})
+
+    intake = gather(source, A, dest)
+
+    assert intake.notebooks["bob"].read_bytes() == b"new"
+    assert intake.flags == {"bob": {"ambiguous": [
+        (f"2 notebooks named {A}.ipynb in one attempt: graded b/{name} (the newest), "
+        f"not a/{name}")]}}
+    assert intake.notes == {"bob": [f"ignored a/{name} (another notebook)"]}
+
+
+def test_custom_regex_flags_only_names_of_other_students(tmp_path: Path, dest: Path) -> None:
+    """Under a loose custom pattern an ordinary file name may parse too: only one that names
+    another student of the download is flagged."""
+    src = tmp_path / "canvas"
+    write(src / f"alice_{A}.ipynb", b"alice")
+    write(src / f"mallory_alice_{A}.ipynb", b"mallory")
+    write(src / "bob_my_notebook.ipynb", b"bob")
+
+    intake = gather(src, A, dest, lms_regex=r"(?P<student_id>[^_]+)_(?P<file_id>.+)")
+
+    assert {s: p.read_bytes() for s, p in intake.notebooks.items()} == {
+        "alice": b"alice", "bob": b"bob", "mallory": b"mallory"}
+    assert list(intake.flags) == ["mallory"]
+    assert "student alice" in intake.flags["mallory"]["tampering"][0]
+
+
+def test_names_that_are_not_utf8(tmp_path: Path, dest: Path) -> None:
+    """Folder and file names are bytes on Linux: undecodable ones are reported or noted
+    (Python shows them with surrogate escapes), never a crash."""
+    src = tmp_path / "submitted"
+    write(src / "alice" / A / f"{A}.ipynb", b"alice")
+    bad_folder = os.fsdecode(b"caf\xe9")
+    write(src / bad_folder / A / f"{A}.ipynb", b"x")
+    bad_file = os.fsdecode(b"notes\xff.txt")
+    write(src / "bob" / A / os.fsdecode(b"\xff\xfe.ipynb"), b"bob")
+    write(src / "bob" / A / bad_file, b"x")
+
+    intake = gather(src, A, dest)
+
+    assert {s: p.read_bytes() for s, p in intake.notebooks.items()} == {
+        "alice": b"alice", "bob": b"bob"}
+    assert intake.problems == {bad_folder: [f"invalid student id {bad_folder!r}"]}
+    assert f"ignored {bad_file} (not a notebook)" in intake.notes["bob"]

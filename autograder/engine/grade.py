@@ -3,7 +3,7 @@
 Usage::
 
     python -m autograder.engine.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS --out OUT
-                               [--jobs N] [--db-url URL]
+                               [--jobs N] [--db-url URL] [--allow-weaker-sandbox NAME[,NAME]|all]
 
 ``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``), or, for one
 assignment, a folder or ``.zip`` of files downloaded from an LMS, named per nbgrader's
@@ -18,6 +18,15 @@ gradebook (sqlite by default, or ``--db-url``), ``autograded/`` and
 ``grades.csv`` (one row per assignment and student: totals and one column per graded cell,
 flags and problems), ``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a
 submission already graded (same file) is not graded twice; ``--force`` regrades all.
+
+A grader failure is never a student's score. Before anything else the sandbox's self-test
+measures each protection; if one it promises is lost, the command refuses (exit status
+``EXIT_REFUSED``, nothing written) unless ``--allow-weaker-sandbox`` names it, and then the
+report says so on every student's line. A submission the grader failed on (its sandbox could
+not start, or its worker raised) is "not graded": no gradebook score, no cached result (a
+rerun retries it), shown so in grades.csv and report.txt; the command then ends with
+``EXIT_NOT_GRADED``. Every string a submission controls (names, messages) is written escaped
+(``autograder/engine/untrusted.py``) and the feedback HTML is sanitised.
 """
 
 from __future__ import annotations
@@ -44,10 +53,20 @@ from typing import Any
 
 from tqdm import tqdm
 
+from autograder.engine.untrusted import (
+    csv_cell,
+    safe_html,
+    scrub_surrogates,
+    terminal_text,
+)
+
 COURSE_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = COURSE_ROOT / "autograder"
 STUDENT_SRC = COURSE_ROOT / "autograder" / "student" / "src"  # the student package's import root
 MARKER = ".dropout-course-grading"
+EXIT_REFUSED = 3  # the sandbox self-test found a protection lost: nothing was graded
+EXIT_NOT_GRADED = 4  # the run completed, but the grader failed on some submissions
+NOT_ENFORCED = "NOT ENFORCED"
 
 
 @dataclass
@@ -64,6 +83,9 @@ class StudentResult:
     flags: dict[str, list[str]] = field(default_factory=dict)
     per_test: dict[str, float | None] = field(default_factory=dict)
     digest: str = ""
+    grader_error: str | None = None
+    """Set when the grader failed on this submission: then it has no score (it is "not
+    graded"), is neither recorded in the gradebook nor cached, and a rerun retries it."""
 
 
 # --------------------------------------------------------------------------- nbgrader plumbing
@@ -164,6 +186,93 @@ def skip_iri_grammar() -> None:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- sandbox self-test
+
+class SandboxRefusedError(RuntimeError):
+    """The sandbox self-test found protections lost that the instructor did not accept: the
+    command grades and records nothing. ``str()`` is the message for the instructor."""
+
+
+@dataclass(frozen=True)
+class SandboxCheck:
+    """What the sandbox's self-test measured on this machine, and what grading accepts."""
+
+    measured: dict[str, str]
+    """Protection -> how it is enforced here, or "NOT ENFORCED: why" (measured, not claimed,
+    when ``self_tested``)."""
+    weaker: tuple[str, ...] = ()
+    """The protections not enforced here that ``--allow-weaker-sandbox`` accepted."""
+    self_tested: bool = True
+    """False on an engine whose sandbox has no self-test yet: ``measured`` holds its claims."""
+
+
+def _protection_names() -> tuple[str, ...]:
+    from autograder.engine import sandbox
+
+    names = getattr(sandbox, "PROTECTIONS", None)
+    return tuple(names) if names else tuple(sandbox.protections())
+
+
+def allowed_weaker(spec: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """The protection names that ``--allow-weaker-sandbox`` accepts: comma-separated names
+    (or a sequence of them), ``all`` for every protection, None or empty for none. Raises
+    ValueError for a name the sandbox does not know."""
+    if not spec:
+        return ()
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    known = _protection_names()
+    if "all" in names:
+        return known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown sandbox protection(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(known)} (or all)")
+    return tuple(dict.fromkeys(names))
+
+
+def _limits(limits: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The sandbox limits as keyword arguments of ``Limits``, with the accepted weaker
+    protections when this sandbox's ``Limits`` takes them."""
+    from autograder.engine.sandbox import Limits
+
+    out = dict(limits or {})
+    if "allow_weaker" in getattr(Limits, "__dataclass_fields__", {}):
+        out["allow_weaker"] = tuple(allowed)
+    return out
+
+
+def check_sandbox(limits: dict[str, Any], allowed: tuple[str, ...]) -> SandboxCheck:
+    """Run the sandbox's self-test with ``limits`` (``Limits`` keyword arguments); raise
+    :class:`SandboxRefusedError` if a protection is lost that ``allowed`` does not name."""
+    from autograder.engine import sandbox
+
+    messages: list[str] = []
+    if hasattr(sandbox, "self_test"):
+        test = sandbox.self_test(sandbox.Limits(**limits))
+        measured = {str(k): str(v) for k, v in test.measured.items()}
+        lost = [str(name) for name in test.lost(allowed)]
+        messages = [str(m) for m in getattr(test, "messages", [])][:5]
+        self_tested = True
+    else:  # an engine without the self-test: judge its claims the same way
+        measured = dict(sandbox.protections())
+        lost = [k for k, v in measured.items() if v.startswith(NOT_ENFORCED) and k not in allowed]
+        self_tested = False
+    if lost:
+        shown = "\n".join([*(f"  {terminal_text(name)}: {terminal_text(measured[name])}"
+                             if name in measured else f"  {terminal_text(name)}"
+                             for name in lost),
+                           *(f"  (sandbox: {terminal_text(m)})" for m in messages)])
+        names = ",".join(name for name in lost if name in measured) or "all"
+        raise SandboxRefusedError(
+            "refusing to grade: the sandbox self-test found protection(s) lost on this "
+            f"machine:\n{shown}\n"
+            "Nothing was graded or recorded. Fix the machine (README: \"How a submission is "
+            "graded, and what the sandbox enforces\"; e.g. run as root on Linux with cgroups), "
+            f"or accept grading without them: --allow-weaker-sandbox {names}")
+    weaker = tuple(k for k, v in measured.items() if v.startswith(NOT_ENFORCED))
+    return SandboxCheck(measured, weaker, self_tested)
+
+
 # --------------------------------------------------------------------------- workers
 
 _WORKER: dict[str, Any] = {}
@@ -224,14 +333,29 @@ def _grade_one(student: str, notebook: str, assignment: str, out: str,
 
 
 def _html(nb_json: dict[str, Any]) -> str:
+    """The feedback page of a notebook whose cells and outputs a student controls.
+
+    Two layers, because the student writes markdown and nbconvert renders it: the
+    ``SanitizeStudentContent`` preprocessor shows a markdown cell that holds HTML as text and
+    keeps only inert outputs; nbconvert's ``sanitize_html`` mode then passes every rendered
+    markdown cell and HTML output through ``clean_html``, which is replaced by
+    :func:`~autograder.engine.untrusted.safe_html` (nbconvert's own allows too little markup
+    to show ordinary markdown, and nothing of the page template's own scripts is touched).
+    Lone surrogates are escaped, so the page always encodes as UTF-8.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
+    from autograder.engine.feedback import SanitizeStudentContent
+
     exporter = _WORKER.get("exporter")
     if exporter is None:
-        exporter = _WORKER["exporter"] = HTMLExporter(template_name="classic")
+        exporter = HTMLExporter(template_name="classic", sanitize_html=True,
+                                filters={"clean_html": safe_html})
+        exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
+        _WORKER["exporter"] = exporter
     body, _ = exporter.from_notebook_node(nbformat.from_dict(nb_json))
-    return body
+    return scrub_surrogates(body)
 
 
 def start_workers(jobs: int) -> ProcessPoolExecutor:
@@ -290,6 +414,7 @@ class Task:
     notebook: Path
     digest: str
     notes: tuple[str, ...] = ()
+    flags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (flag word, reasons) from the intake
 
 
 def _digest(path: Path) -> str:
@@ -300,12 +425,20 @@ def _result_path(out: Path, assignment: str, student: str) -> Path:
     return out / "results" / assignment / f"{student}.json"
 
 
+# How earlier versions recorded a grader failure as a 0 (a worker that raised; an exception
+# inside grade_submission): such cached results are regraded, not kept.
+_LEGACY_GRADER_ERRORS = ("grading failed: ", "grading stopped: ")
+
+
 def _cached(out: Path, task: Task) -> StudentResult | None:
     try:
         data = json.loads(_result_path(out, task.assignment, task.student).read_text("utf-8"))
         result = StudentResult(**data)
     except (OSError, ValueError, TypeError):
         return None
+    if result.grader_error is not None or any(p.startswith(_LEGACY_GRADER_ERRORS)
+                                              for p in result.problems):
+        return None  # a grader failure must not stand as a grade: grade it again
     return result if result.digest == task.digest else None
 
 
@@ -313,16 +446,40 @@ def _save(out: Path, result: StudentResult) -> None:
     path = _result_path(out, result.assignment, result.student)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(result)), "utf-8")
+    # ASCII JSON: a lone surrogate a submission smuggled into a message is written as \udcxx.
+    tmp.write_text(json.dumps(asdict(result), ensure_ascii=True), "utf-8")
     tmp.replace(path)  # atomic: a crash never leaves half a file
 
 
+def _merge_flags(result: StudentResult, flags: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    for word, reasons in flags:
+        have = result.flags.setdefault(word, [])
+        have += [r for r in reasons if r not in have]
+
+
+def _not_graded(task: Task, error: str, seconds: float = 0.0,
+                problems: list[str] | None = None) -> StudentResult:
+    """The result of a submission the grader failed on: no score, the error said."""
+    result = StudentResult(task.student, assignment=task.assignment, seconds=seconds,
+                           digest=task.digest, grader_error=error)
+    said = [p for p in problems or [] if p.startswith("not graded (grader error")]
+    result.problems = [*task.notes, *(problems or [])]
+    if not said:
+        result.problems.append(f"not graded (grader error: {error})")
+    _merge_flags(result, task.flags)
+    return result
+
+
 def _from_outcome(task: Task, data: dict[str, Any]) -> StudentResult:
+    if data.get("grader_error"):
+        return _not_graded(task, str(data["grader_error"]), float(data.get("seconds", 0.0)),
+                           list(data.get("problems", [])))
     result = StudentResult(task.student, assignment=task.assignment,
                            seconds=float(data["seconds"]), digest=task.digest)
     result.problems = [*task.notes, *data["problems"]]
     result.flags = data["flags"]
     result.per_test = dict(data["scores"])
+    _merge_flags(result, task.flags)
     return result
 
 
@@ -361,28 +518,45 @@ def collect(assignments: list[str], submissions: Path, out: Path, lms_regex: str
                                                           problems=["not submitted"])
                 continue
             failed[(assignment, raw)] = StudentResult(
-                raw, assignment=assignment, problems=[f"{p}: not graded" for p in problems],
+                raw, assignment=assignment,
+                problems=[*intake.notes.get(raw, []), *(f"{p}: not graded" for p in problems)],
                 flags={"malformed": list(problems)})
+            _merge_flags(failed[(assignment, raw)], _flag_items(intake.flags.get(raw, {})))
         for i, student in enumerate(sorted(intake.notebooks)):
             if i % count == index - 1:
                 path = intake.notebooks[student]
                 tasks.append(Task(assignment, student, path, _digest(path),
-                                  tuple(intake.notes.get(student, []))))
+                                  tuple(intake.notes.get(student, [])),
+                                  _flag_items(intake.flags.get(student, {}))))
     return tasks, failed
+
+
+def _flag_items(flags: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((word, tuple(reasons)) for word, reasons in sorted(flags.items()))
 
 
 def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: bool = False,
           jobs: int | None = None, db_url: str | None = None, limits: dict[str, Any] | None = None,
-          lms_regex: str | None = None, force: bool = False, shard: tuple[int, int] = (1, 1)
+          lms_regex: str | None = None, force: bool = False, shard: tuple[int, int] = (1, 1),
+          allow_weaker: str | tuple[str, ...] | list[str] | None = None
           ) -> list[StudentResult]:
     """Autograde every submission of each of ``assignments`` (one name or a list); write the
     gradebook, grades, feedback and the report into ``out``. Returns one result per
-    (assignment, student), in the order of ``assignments``, then by student."""
+    (assignment, student), in the order of ``assignments``, then by student.
+
+    First the sandbox's self-test runs: a protection lost that ``allow_weaker`` (names, a
+    comma-separated string, or ``all``) does not accept raises :class:`SandboxRefusedError`
+    before anything is written. A result whose ``grader_error`` is set was not graded: it is
+    neither in the gradebook nor cached, and the next run grades it again.
+    """
     started = time.perf_counter()
     skip_iri_grammar()
     names = [assignments] if isinstance(assignments, str) else list(dict.fromkeys(assignments))
     for name in names:
         _source(name)
+    allowed = allowed_weaker(allow_weaker)
+    sandbox_limits = _limits(limits, allowed)
+    sandbox = check_sandbox(sandbox_limits, allowed)
     os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
     claim_folder(out)
@@ -395,25 +569,27 @@ def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: boo
     fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
     pool = start_workers(min(jobs, len(fresh))) if fresh else None
     try:
-        from nbgrader.api import Gradebook  # imported while the workers load, like the rest
+        # imported while the workers load, like the rest
+        from nbgrader.api import Gradebook
 
         from autograder.engine.intake import STUDENT_ID
-        from autograder.engine.sandbox import unenforced
 
         prepare_course(out, names, db_url)
-        for warning in unenforced():
-            print(f"WARNING: sandbox protection {warning}", file=sys.stderr)
+        for name in sandbox.weaker:
+            print(f"WARNING: sandbox protection {terminal_text(name)}: "
+                  f"{terminal_text(sandbox.measured[name])} (accepted with "
+                  "--allow-weaker-sandbox)", file=sys.stderr)
         with Gradebook(db_url or default_db_url(out)) as gb:
             for result in done.values():
                 record(gb, result)
             results |= done
             if pool is not None:
-                _run_pool(pool, fresh, out, results, gb, limits or {}, quiet, names)
+                _run_pool(pool, fresh, out, results, gb, sandbox_limits, quiet, names)
             graded = {(t.assignment, t.student) for t in tasks}
             for key, result in results.items():
-                if key in graded:
+                if key in graded and result.grader_error is None:
                     _fill_totals(gb, result)
-                elif STUDENT_ID.fullmatch(result.student):
+                elif key in graded or STUDENT_ID.fullmatch(result.student):
                     result.max_score = float(gb.find_assignment(result.assignment).max_score)
     finally:
         if pool is not None:
@@ -421,12 +597,24 @@ def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: boo
     rank = {a: i for i, a in enumerate(names)}
     ordered = [results[k] for k in sorted(results, key=lambda k: (rank[k[0]], k[1]))]
     write_csvs(out, ordered)
-    report = format_report(names, ordered, time.perf_counter() - started, jobs)
+    report = format_report(names, ordered, time.perf_counter() - started, jobs, sandbox)
     (out / "report.txt").write_text(report, encoding="utf-8")
     if not quiet:
         print(report)
+    failures = [r for r in ordered if r.grader_error is not None]
+    if failures:
+        print(not_graded_message(failures), file=sys.stderr)
     shutil.rmtree(out / ".scratch", ignore_errors=True)
     return ordered
+
+
+def not_graded_message(failures: list[StudentResult]) -> str:
+    """What the command says at the end when the grader failed on ``failures``."""
+    shown = ", ".join(terminal_text(f"{r.assignment}/{r.student}") for r in failures[:10])
+    more = f" and {len(failures) - 10} more" if len(failures) > 10 else ""
+    return (f"ERROR: {len(failures)} submission(s) not graded because of a grader error "
+            f"({shown}{more}): no score was recorded for them. Rerun the same command to "
+            "retry only those (the others are kept); see report.txt for each error.")
 
 
 def _run_pool(pool: ProcessPoolExecutor, fresh: list[Task], out: Path,
@@ -442,68 +630,110 @@ def _run_pool(pool: ProcessPoolExecutor, fresh: list[Task], out: Path,
         try:
             result = _from_outcome(task, future.result())
         except Exception as err:
-            result = StudentResult(task.student, assignment=task.assignment,
-                                   problems=[f"grading failed: {err}"[:300]],
-                                   flags={"crash": [str(err)[:300]]}, digest=task.digest)
+            result = _not_graded(task, f"{type(err).__name__}: {err}"[:300])
         results[(task.assignment, task.student)] = result
-        record(gb, result)
-        _save(out, result)
-        label = task.student if len(names) == 1 else f"{task.assignment}/{task.student}"
+        label = terminal_text(task.student if len(names) == 1
+                              else f"{task.assignment}/{task.student}")
         bar.update(1)
         bar.set_postfix_str(label)
+        if result.grader_error is None:
+            record(gb, result)
+            _save(out, result)
+            said = f"graded {label} in {result.seconds:.1f} s"
+        else:
+            said = f"NOT GRADED {label}: grader error: {terminal_text(result.grader_error)}"
         if not quiet:
-            bar.write(f"graded {label} in {result.seconds:.1f} s", file=sys.stdout)
+            bar.write(said, file=sys.stdout)
     bar.close()
+
+
+def _status(r: StudentResult) -> str:
+    if r.grader_error is not None:
+        return "not graded"
+    return "not submitted" if r.problems == ["not submitted"] else "graded"
 
 
 def _cell(r: StudentResult, test: str) -> float | str:
     return "" if r.per_test.get(test) is None else float(r.per_test[test])
 
 
+def _score(r: StudentResult) -> float | str:
+    return "" if r.grader_error is not None else r.score
+
+
 def write_csvs(out: Path, results: list[StudentResult]) -> None:
-    """grades.csv (totals, per-test scores, flags, problems) and scores_by_test.csv, one row
-    per (assignment, student); a test column is blank in another assignment's rows."""
+    """grades.csv (totals, status, per-test scores, flags, problems) and scores_by_test.csv,
+    one row per (assignment, student); a test column is blank in another assignment's rows.
+
+    Every text cell goes through :func:`~autograder.engine.untrusted.csv_cell` (escaped, never
+    a formula); numbers stay numbers. A submission not graded has a blank score and the
+    status "not graded"."""
     tests = sorted({name for r in results for name in r.per_test})
     with (out / "grades.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["assignment", "student_id", "score", "max_score", "needs_manual_grade",
-                         *tests, "flags", "problems"])
+        writer.writerow([csv_cell(h) for h in (
+            "assignment", "student_id", "score", "max_score", "status", "needs_manual_grade",
+            *tests, "flags", "problems")])
         for r in results:
-            writer.writerow([r.assignment, r.student, r.score, r.max_score, r.manual_pending,
-                             *(_cell(r, t) for t in tests), ";".join(sorted(r.flags)),
-                             " | ".join(r.problems)])
+            writer.writerow([csv_cell(v) for v in (
+                r.assignment, r.student, _score(r), r.max_score, _status(r), r.manual_pending,
+                *(_cell(r, t) for t in tests), ";".join(sorted(r.flags)),
+                " | ".join(r.problems))])
     with (out / "scores_by_test.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["assignment", "student", "score", "max_score", *tests])
+        writer.writerow([csv_cell(h) for h in ("assignment", "student", "score", "max_score",
+                                               *tests)])
         for r in results:
-            writer.writerow([r.assignment, r.student, r.score, r.max_score,
-                             *(_cell(r, t) for t in tests)])
+            writer.writerow([csv_cell(v) for v in (r.assignment, r.student, _score(r),
+                                                   r.max_score, *(_cell(r, t) for t in tests))])
 
 
 def format_report(assignments: list[str], results: list[StudentResult], seconds: float,
-                  jobs: int = 1) -> str:
+                  jobs: int = 1, sandbox: SandboxCheck | None = None) -> str:
     """A plain-text table per assignment: student, score, time, flags, what needs a human,
-    problems; then everyone flagged for tampering."""
-    from autograder.engine.sandbox import protections
+    problems; then everyone flagged for tampering and everyone not graded.
 
-    lines = [f"Autograded {', '.join(assignments)}: {len(results)} submissions in "
-             f"{seconds:.1f} s ({jobs} at a time)", "Sandbox: " + "; ".join(
-                 f"{k}: {v}" for k, v in protections().items())]
+    The header gives the sandbox's protections as ``sandbox`` measured them; when some were
+    not enforced (accepted with ``--allow-weaker-sandbox``) the header says so and so does
+    every student's line. Every string a submission controls is shown with
+    :func:`~autograder.engine.untrusted.terminal_text`: one line per student, no control
+    character reaches the file or the terminal."""
+    t = terminal_text
+    lines = [(f"Autograded {t(', '.join(assignments))}: {len(results)} submissions in "
+              f"{seconds:.1f} s ({jobs} at a time)")]
+    weaker_note = ""
+    if sandbox is not None:
+        how = "measured by its self-test" if sandbox.self_tested else "claimed (no self-test)"
+        lines += [f"Sandbox ({how}):",
+                  *(f"  {t(k)}: {t(v)}" for k, v in sandbox.measured.items())]
+        if sandbox.weaker:
+            weak = ", ".join(t(k) for k in sandbox.weaker)
+            lines.append(f"WARNING: graded with a weaker sandbox: {weak} NOT ENFORCED "
+                         "(accepted with --allow-weaker-sandbox)")
+            weaker_note = f"[sandbox: {weak} not enforced]"
     for assignment in assignments:
-        lines += ["", *([f"{assignment}:"] if len(assignments) > 1 else []),
+        lines += ["", *([f"{t(assignment)}:"] if len(assignments) > 1 else []),
                   f"{'student':<24} {'score':>11} {'time':>7}  flags / notes"]
         for r in (r for r in results if r.assignment == assignment):
-            notes = [f"[{word}] {'; '.join(reasons)[:300]}"
-                     for word, reasons in sorted(r.flags.items()) if word != "malformed"]
-            notes += list(r.problems)
+            notes = [weaker_note] if weaker_note else []
+            notes += [f"[{t(word)}] {t('; '.join(reasons)[:300])}"
+                      for word, reasons in sorted(r.flags.items()) if word != "malformed"]
+            notes += [t(p) for p in r.problems]
             if r.manual_pending:
                 notes.append(f"{r.manual_pending} answer(s) to grade by hand")
-            score = f"{r.score:g} / {r.max_score:g}"
-            lines.append(f"{r.student:<24} {score:>11} {r.seconds:>6.1f}s  {' | '.join(notes)}")
-    flagged = sorted({r.student if len(assignments) == 1 else f"{r.student} ({r.assignment})"
-                      for r in results if r.flags.get("tampering")})
+            score = "not graded" if r.grader_error is not None else \
+                f"{r.score:g} / {r.max_score:g}"
+            lines.append(f"{t(r.student):<24} {score:>11} {r.seconds:>6.1f}s  {' | '.join(notes)}")
+    flagged = sorted({t(r.student) if len(assignments) == 1 else f"{t(r.student)} "
+                      f"({t(r.assignment)})" for r in results if r.flags.get("tampering")})
     if flagged:
         lines += ["", f"Flagged for tampering (check by hand): {', '.join(flagged)}"]
+    failures = [r for r in results if r.grader_error is not None]
+    if failures:
+        lines += ["", f"Not graded because of a grader error ({len(failures)}; no score "
+                  "recorded, a rerun retries only these): " + ", ".join(
+                      t(r.student) if len(assignments) == 1 else f"{t(r.student)} "
+                      f"({t(r.assignment)})" for r in failures)]
     return "\n".join(lines) + "\n"
 
 
@@ -517,6 +747,13 @@ def assignment_names(spec: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Exit status: 0 when every submission was graded; ``EXIT_REFUSED``
+    when the sandbox self-test refused (nothing graded or written); ``EXIT_NOT_GRADED`` when
+    the run completed but the grader failed on some submissions (a rerun retries them)."""
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal or pipe that cannot show some character must never stop the run.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("assignments", help="an assignment (e.g. ex01_overfitting), several "
                         "separated by commas, or 'all': every assignment in solutions/")
@@ -528,10 +765,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-url", help="gradebook URL, e.g. postgresql://user@host/db "
                         "(default: sqlite in OUT)")
     parser.add_argument("--lms-regex", help="file-name pattern of an LMS download, with groups "
-                        "student_id and file_id (nbgrader's zip-collect convention)")
+                        "student_id and file_id, optionally timestamp (nbgrader's zip-collect "
+                        "convention; default: Blackboard's <assignment>_<id>_attempt_"
+                        "<YYYY-MM-DD-HH-MM-SS>_<file>). Only file_id is the student's: anchor "
+                        "the rest to what the LMS writes (no greedy .*), or one student's file "
+                        "name can claim another's submission")
     parser.add_argument("--force", action="store_true", help="regrade already graded submissions")
     parser.add_argument("--shard", default="1/1", help="K/N: grade only every N-th student, "
                         "starting with the K-th (one worker machine of N)")
+    parser.add_argument("--allow-weaker-sandbox", default="", metavar="NAME[,NAME]|all",
+                        help="grade even though the sandbox self-test finds these protections "
+                        "lost (the report then says so on every line); default: refuse")
     parser.add_argument("--cell-timeout", type=float, default=60.0)
     parser.add_argument("--call-timeout", type=float, default=60.0)
     parser.add_argument("--submission-timeout", type=float, default=600.0)
@@ -542,13 +786,23 @@ def main(argv: list[str] | None = None) -> int:
     match = re.fullmatch(r"(\d+)/(\d+)", args.shard)
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         parser.error("--shard must be K/N with 1 <= K <= N")
+    try:
+        allowed_weaker(args.allow_weaker_sandbox)
+    except ValueError as err:
+        parser.error(f"--allow-weaker-sandbox: {err}")
     limits = {"cell_seconds": args.cell_timeout, "call_seconds": args.call_timeout,
               "submission_seconds": args.submission_timeout,
               "memory_bytes": args.memory_mb << 20}
-    grade(assignment_names(args.assignments), args.submissions.resolve(), args.out.resolve(),
-          jobs=max(1, args.jobs), db_url=args.db_url, limits=limits, lms_regex=args.lms_regex,
-          force=args.force, shard=(int(match.group(1)), int(match.group(2))))
-    return 0
+    try:
+        results = grade(assignment_names(args.assignments), args.submissions.resolve(),
+                        args.out.resolve(), jobs=max(1, args.jobs), db_url=args.db_url,
+                        limits=limits, lms_regex=args.lms_regex, force=args.force,
+                        shard=(int(match.group(1)), int(match.group(2))),
+                        allow_weaker=args.allow_weaker_sandbox)
+    except SandboxRefusedError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_NOT_GRADED if any(r.grader_error is not None for r in results) else 0
 
 
 if __name__ == "__main__":

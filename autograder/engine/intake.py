@@ -7,7 +7,8 @@
 * an LMS download: a folder of flat files or a ``.zip``, with file names in nbgrader's
   ``zip_collect`` convention, parsed by a named regular expression with the groups
   ``student_id`` and ``file_id`` and optionally ``timestamp`` (the same contract as
-  ``c.FileNameCollectorPlugin.named_regexp``),
+  ``c.FileNameCollectorPlugin.named_regexp``; the default is Blackboard's exact naming,
+  ``<assignment>_<student>_attempt_<YYYY-MM-DD-HH-MM-SS>_<file name>``),
 
 and copies one notebook per student, byte for byte, to
 ``dest/<student>/<assignment>/<assignment>.ipynb`` (nbgrader's submitted layout). A folder is
@@ -32,9 +33,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The example of nbgrader's user guide ("Managing assignment files manually", zip_collect):
-# Blackboard-style names such as ps1_bitdiddle_attempt_2016-01-30-15-00-00_problem1.ipynb.
-DEFAULT_LMS_REGEX = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
+# Blackboard's names, as in nbgrader's user guide ("Managing assignment files manually",
+# zip_collect): ps1_bitdiddle_attempt_2016-01-30-15-00-00_problem1.ipynb. Only the file name
+# at the end (file_id) is the student's; the LMS writes the rest. So the uploader is the
+# *leftmost* `_<id>_attempt_<timestamp>_` (a lazy assignment part, an id without underscores,
+# the exact timestamp format): nbgrader's example pattern starts with a greedy `.*_`, which
+# takes the *last* one, and a file uploaded as `ex01_victim_attempt_2099-..._ex01.ipynb` then
+# replaced the victim's real submission.
+DEFAULT_LMS_REGEX = (r"(?P<assignment>.+?)_(?P<student_id>[A-Za-z0-9][A-Za-z0-9.-]*)"
+                     r"_attempt_(?P<timestamp>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})_(?P<file_id>.+)")
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """What a student id (and an assignment name) must fully match: no separators, no leading dot."""
@@ -52,7 +59,8 @@ _COPY_ERRORS = (OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
 class Intake:
     """What ``gather`` did. Grade exactly ``notebooks``; never glob ``dest``.
 
-    A student is in at most one of ``notebooks`` and ``problems``; ``notes`` may accompany either.
+    A student is in at most one of ``notebooks`` and ``problems``; ``notes`` and ``flags`` may
+    accompany either.
     """
 
     notebooks: dict[str, Path] = field(default_factory=dict)
@@ -62,6 +70,10 @@ class Intake:
     cannot be graded (nothing was staged for it)."""
     notes: dict[str, list[str]] = field(default_factory=dict)
     """Student id -> harmless remarks (a renamed notebook, ignored files, earlier attempts)."""
+    flags: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """Student id -> flag word -> reasons: what a human should check about the files (a file
+    name that imitates another student's LMS name: ``tampering``; two files that claim to be
+    the same one: ``ambiguous``). Never a reason to grade another student's file."""
 
     def problem(self, key: str, reason: str) -> None:
         """Record why ``key`` (a student id or a raw name) cannot be graded."""
@@ -70,6 +82,12 @@ class Intake:
     def note(self, key: str, remark: str) -> None:
         """Record a harmless remark about student ``key``."""
         self.notes.setdefault(key, []).append(remark)
+
+    def flag(self, key: str, word: str, reason: str) -> None:
+        """Flag student ``key`` with ``word`` for a human to check, saying why."""
+        reasons = self.flags.setdefault(key, {}).setdefault(word, [])
+        if reason not in reasons:
+            reasons.append(reason)
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class _Candidate:
     mtime: float
     size: int  # stat's size; a zip header's is recorded but never trusted
     stamp: tuple[int, ...] | None = None  # the LMS timestamp's numbers, when it has one
+    imitates: str | None = None  # the student id another LMS name inside file_id names
 
     @property
     def is_notebook(self) -> bool:
@@ -100,11 +119,16 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
     ``source`` is a folder in nbgrader's submitted layout, or an LMS download (a folder of
     flat files or a ``.zip``) whose file names ``lms_regex`` parses (default
     ``DEFAULT_LMS_REGEX``; matched from the start of the base name, like nbgrader's
-    ``FileNameCollectorPlugin``). Per student the notebook graded is, within the latest LMS
-    attempt: ``<assignment>.ipynb``; else the only notebook; else the newest one (by
-    modification time). Everything else lands in ``Intake.notes`` or ``Intake.problems``;
-    the result's dicts are sorted by key. A staged copy from an earlier run is removed before
-    a student is staged again.
+    ``FileNameCollectorPlugin``). A custom ``lms_regex`` must attribute a name to its
+    uploader: only ``file_id`` is the student's to choose, so the groups before it must match
+    what the LMS writes (anchored, not a greedy ``.*``). Per student the notebook graded is,
+    within the latest LMS attempt: ``<assignment>.ipynb``; else the only notebook; else the
+    newest one (by modification time). A file whose ``file_id`` is itself an LMS name is
+    graded as its uploader's and flagged ``tampering`` (the student it names gets a note);
+    two notebooks of one attempt with the same name are flagged ``ambiguous``, both named.
+    Everything else lands in ``Intake.notes`` or ``Intake.problems``; the result's dicts are
+    sorted by key. A staged copy from an earlier run is removed before a student is staged
+    again.
 
     Raises ValueError for an unusable ``source`` (missing, not a folder or a zip, a corrupt
     zip), an ``assignment`` that is not a plain name, a ``lms_regex`` without the groups
@@ -122,18 +146,20 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
             groups = _nbgrader_candidates(entries, assignment, pattern, intake)
         else:
             groups = _folder_candidates(entries, pattern, intake)
+            _flag_imitations(groups, pattern, intake)
         _stage_all(groups, assignment, dest, intake, _copy_file, max_bytes)
     elif source.is_file() and zipfile.is_zipfile(source):
         try:
             with zipfile.ZipFile(source) as zf:
                 groups = _zip_candidates(zf, pattern, intake)
+                _flag_imitations(groups, pattern, intake)
                 _stage_all(groups, assignment, dest, intake, _zip_copier(zf), max_bytes)
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{source} is not a readable zip file: {exc}") from exc
     else:
         raise ValueError(f"{source} is neither a folder nor a zip file")
     return Intake(*(dict(sorted(d.items())) for d in
-                    (intake.notebooks, intake.problems, intake.notes)))
+                    (intake.notebooks, intake.problems, intake.notes, intake.flags)))
 
 
 def is_lms_download(source: Path, lms_regex: str | None = None) -> bool:
@@ -168,10 +194,11 @@ def _is_nbgrader_layout(entries: list[Path], pattern: re.Pattern[str]) -> bool:
     return has_folders and not any(p.is_file() and pattern.match(p.name) for p in entries)
 
 
-def _file_candidate(path: Path, name: str | None = None,
-                    stamp: tuple[int, ...] | None = None) -> _Candidate:
+def _file_candidate(path: Path, name: str | None = None, stamp: tuple[int, ...] | None = None,
+                    imitates: str | None = None) -> _Candidate:
     st = path.lstat()
-    return _Candidate(path.name, name or path.name, path, st.st_mtime, st.st_size, stamp)
+    return _Candidate(path.name, name or path.name, path, st.st_mtime, st.st_size, stamp,
+                      imitates)
 
 
 def _nbgrader_candidates(entries: list[Path], assignment: str, pattern: re.Pattern[str],
@@ -216,8 +243,8 @@ def _folder_candidates(entries: list[Path], pattern: re.Pattern[str],
         if path.is_symlink():
             intake.problem(path.name, "symbolic link; not followed")
         elif path.is_file() and (parsed := _parse_lms_name(path.name, path.name, pattern, intake)):
-            student, name, stamp = parsed
-            groups.setdefault(student, []).append(_file_candidate(path, name, stamp))
+            student, name, stamp, imitates = parsed
+            groups.setdefault(student, []).append(_file_candidate(path, name, stamp, imitates))
     return groups
 
 
@@ -236,16 +263,17 @@ def _zip_candidates(zf: zipfile.ZipFile, pattern: re.Pattern[str],
         elif stat.S_ISLNK(info.external_attr >> 16):
             intake.problem(raw, "symbolic link in zip; skipped")
         elif parsed := _parse_lms_name(raw, parts[-1], pattern, intake):
-            student, name, stamp = parsed
+            student, name, stamp, imitates = parsed
             mtime = calendar.timegm((*info.date_time, 0, 0, 0))
             groups.setdefault(student, []).append(
-                _Candidate(raw, name, info, mtime, info.file_size, stamp))
+                _Candidate(raw, name, info, mtime, info.file_size, stamp, imitates))
     return groups
 
 
-def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str],
-                    intake: Intake) -> tuple[str, str, tuple[int, ...] | None] | None:
-    """(student, the file's own name, timestamp) from an LMS file name, or None to skip it."""
+def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str], intake: Intake
+                    ) -> tuple[str, str, tuple[int, ...] | None, str | None] | None:
+    """(student, the file's own name, timestamp, the student id another LMS name inside the
+    file's own name names, if any) from an LMS file name, or None to skip it."""
     match = pattern.match(base)
     groups = match.groupdict() if match else {}
     student, file_id = groups.get("student_id"), groups.get("file_id")
@@ -262,15 +290,53 @@ def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str],
     timestamp = groups.get("timestamp")
     # Compared as the sequence of numbers it holds: fits 2016-01-30-15-00-00 and ISO alike.
     stamp = tuple(int(n) for n in re.findall(r"\d+", timestamp)) if timestamp else None
-    return student, name, stamp
+    return student, name, stamp, _imitated(os.path.basename(file_id), pattern)
 
 
-def _pick(found: list[_Candidate], assignment: str) -> tuple[_Candidate | None, list[str]]:
-    """The notebook to grade among one student's files, and the notes that explain the choice."""
+# Blackboard's `_<id>_attempt_<timestamp>_` anywhere: what an imitation under the default
+# pattern looks like even where the pattern itself would not parse the file's own name.
+_ATTEMPT_MARK = re.compile(r"(?:^|_)([A-Za-z0-9][A-Za-z0-9.-]*)_attempt_\d{4}(?:-\d{2}){5}_")
+
+
+def _imitated(file_id: str, pattern: re.Pattern[str]) -> str | None:
+    """The student id that ``file_id`` (chosen by the uploader) names as an LMS name would."""
+    match = pattern.match(file_id)
+    student = match.groupdict().get("student_id") if match else None
+    if student and STUDENT_ID.fullmatch(student):
+        return student
+    mark = _ATTEMPT_MARK.search(file_id)
+    return mark.group(1) if mark else None
+
+
+def _flag_imitations(groups: dict[str, list[_Candidate]], pattern: re.Pattern[str],
+                     intake: Intake) -> None:
+    """Flag every upload whose own file name is another LMS name, and tell the student it names.
+
+    Under the default (Blackboard) pattern any such name is flagged: no honest file is called
+    `..._<id>_attempt_<YYYY-MM-DD-HH-MM-SS>_...`. Under a custom pattern, which may be loose
+    enough to parse ordinary names, only one that names another student of this download is.
+    """
+    default = pattern.pattern == DEFAULT_LMS_REGEX
+    for uploader in sorted(groups):
+        for c in groups[uploader]:
+            if c.imitates is None or not (default or (c.imitates in groups
+                                                      and c.imitates != uploader)):
+                continue
+            intake.flag(uploader, "tampering", f"uploaded {c.raw}: its file name imitates an LMS "
+                        f"name of student {c.imitates}; graded as {uploader}'s own file")
+            if c.imitates in groups and c.imitates != uploader:
+                intake.note(c.imitates, f"{c.raw} (uploaded by {uploader}) names this student; "
+                            f"it is {uploader}'s file, not graded as this student's")
+
+
+def _pick(found: list[_Candidate], assignment: str
+          ) -> tuple[_Candidate | None, list[str], list[str]]:
+    """The notebook to grade among one student's files, the notes that explain the choice, and
+    the reasons to flag it ``ambiguous`` (another notebook of the same attempt has its name)."""
     notes = [f"ignored {c.raw} (not a notebook)" for c in found if not c.is_notebook]
     books = [c for c in found if c.is_notebook]
     if not books:
-        return None, notes
+        return None, notes, []
     latest = max(_attempt(c) for c in books)
     current = [c for c in books if _attempt(c) == latest]
     right = [c for c in current if c.name == f"{assignment}{NOTEBOOK_SUFFIX}"]
@@ -281,7 +347,11 @@ def _pick(found: list[_Candidate], assignment: str) -> tuple[_Candidate | None, 
         notes.append(f"notebook was named {chosen.name}{newest}; graded anyway")
     notes += [f"ignored {c.raw} (another notebook)" for c in current if c is not chosen]
     notes += [f"ignored {c.raw} (earlier attempt)" for c in books if _attempt(c) != latest]
-    return chosen, notes
+    twins = [c for c in current if c.name == chosen.name and c is not chosen]
+    ambiguous = [(f"{len(twins) + 1} notebooks named {chosen.name} in one attempt: graded "
+                  f"{chosen.raw} (the newest), not {', '.join(c.raw for c in twins)}")
+                 ] if twins else []
+    return chosen, notes, ambiguous
 
 
 def _attempt(c: _Candidate) -> tuple[bool, tuple[int, ...]]:
@@ -291,9 +361,11 @@ def _attempt(c: _Candidate) -> tuple[bool, tuple[int, ...]]:
 def _stage_all(groups: dict[str, list[_Candidate]], assignment: str, dest: Path,
                intake: Intake, copy: _Copier, max_bytes: int) -> None:
     for student in sorted(groups):
-        chosen, notes = _pick(groups[student], assignment)
+        chosen, notes, ambiguous = _pick(groups[student], assignment)
         for remark in notes:
             intake.note(student, remark)
+        for reason in ambiguous:
+            intake.flag(student, "ambiguous", reason)
         target = dest / student / assignment / f"{assignment}{NOTEBOOK_SUFFIX}"
         target.unlink(missing_ok=True)
         if chosen is None:

@@ -5,6 +5,13 @@ serves the grader's requests on file descriptors 3 (in) and 4 (out): call a stud
 or class on arguments the grader chose, step a call's autograd graph backwards, read an
 attribute of an object that stays here. Replies are plain data (``wire.py``), never pickles.
 
+A grader-side object (a stand-in here, ``wire.GraderStandIn``) or a copy of a grader-run model
+calls back: :meth:`Runner.callback` writes a ``callback`` frame, then serves the grader's
+requests (it may call in again) until the ``result`` frame comes. Each cell's reply carries
+``integrity``: short phrases saying what that cell changed, since the baseline taken before the
+first student cell, about builtins, sys hooks, trace/profile hooks and the attributes of the
+checks' modules, numpy.testing and torch.testing (hints for the instructor, never the score).
+
 Everything in this process is untrusted once the first student cell has run: the grader
 believes nothing it says except as data to check.
 """
@@ -27,6 +34,15 @@ from typing import Any
 REQUESTS, REPLIES = 3, 4
 CELL_OUTPUT_LIMIT = 64 * 1024
 MAGIC = re.compile(r"^(\s*)([%!].*)$", re.MULTILINE)
+# Taken before any student code runs: the exception types a grader-side error may become here.
+ERRORS = {name: getattr(builtins, name) for name in (
+    "ValueError", "TypeError", "RuntimeError", "NotImplementedError", "IndexError", "KeyError",
+    "ZeroDivisionError", "AssertionError", "AttributeError", "ArithmeticError", "OverflowError",
+    "LookupError", "NameError", "RecursionError", "MemoryError", "FloatingPointError",
+    "UnicodeError", "OSError", "ImportError", "StopIteration", "Exception")}
+# Whose attributes the per-cell integrity check watches (what the checks rely on).
+WATCHED_PREFIXES = ("dropout_course.checks",)
+WATCHED_MODULES = ("numpy.testing", "torch.testing")
 
 
 class CappedText(io.TextIOBase):
@@ -63,7 +79,10 @@ class Runner:
         self.handles: dict[int, Any] = {}
         self.handle_ids: dict[int, int] = {}
         self.graphs: OrderedDict[int, tuple[list[Any], list[Any]]] = OrderedDict()
+        self.frames: list[_CallFrame] = []
         self.baseline = self._integrity_snapshot()
+        self.student_started = False
+        self.reported: set[str] = set()
 
     # ----------------------------------------------------------------- handles
 
@@ -83,6 +102,12 @@ class Runner:
     # ----------------------------------------------------------------- cells
 
     def run_cell(self, source: str, name: str) -> dict[str, Any]:
+        """Run one cell; the reply holds its output, its error and ``integrity``: what this
+        cell changed, since the baseline, about what grading relies on (see
+        :meth:`differences`; empty for the course's setup cells)."""
+        if not self.student_started and not name.startswith("<cell setup"):
+            self.student_started = True
+            self.baseline = self._integrity_snapshot(import_watched=True)
         out, err = CappedText(), CappedText()
         error = None
         code_text = MAGIC.sub(lambda m: f"{m.group(1)}pass  # {m.group(2)}", source)
@@ -94,8 +119,13 @@ class Runner:
             error = _describe_error(exc, name)
         finally:
             sys.stdout, sys.stderr = saved
+        found: list[str] = []
+        if self.student_started:
+            now = self.differences()
+            found = [f for f in now if f not in self.reported]
+            self.reported = set(now)
         return {"stdout": out.value(), "stderr": err.value(), "error": error,
-                "cut": out.dropped + err.dropped}
+                "cut": out.dropped + err.dropped, "integrity": found}
 
     def describe(self, names: list[str]) -> tuple[dict[str, Any], list[bytes]]:
         import torch
@@ -129,13 +159,16 @@ class Runner:
     def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
 
+        import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
         from autograder.engine.wire import get_rng, set_rng
 
         data, grad_refs = pickle.loads(blobs[0])
         loader = _Loader(io.BytesIO(data), self)
         payload = loader.load()
+        wire.install_forwards()
         memo = loader.memo.copy()
         before = _snapshot(memo)
+        frame = _CallFrame(memo, before)
         set_rng(payload["rng"])
         if payload.get("self_state") is not None:
             _apply_module_state(self.handles[header["target"][1]], payload["self_state"])
@@ -145,11 +178,15 @@ class Runner:
         if isinstance(owner, torch.nn.Module):
             grad_inputs += [p for _, p in owner.named_parameters() if p.requires_grad]
         result, error = None, None
-        with torch.set_grad_enabled(bool(header.get("grad"))):
-            try:
-                result = fn(*payload["args"], **payload["kwargs"])
-            except BaseException as exc:
-                error = _describe_error(exc, "")
+        self.frames.append(frame)
+        try:
+            with torch.set_grad_enabled(bool(header.get("grad"))):
+                try:
+                    result = fn(*payload["args"], **payload["kwargs"])
+                except BaseException as exc:
+                    error = _describe_error(exc, "")
+        finally:
+            self.frames.pop()
         refs = {id(obj): k for k, obj in memo.items()}
         enc = self.encoder(refs)
         reply: dict[str, Any] = {"error": error, "rng": enc.encode(get_rng())}
@@ -165,7 +202,45 @@ class Runner:
         reply["sync"] = _changes(memo, before, enc)
         reply["modules"] = self._module_states(enc)
         reply["notes"] = enc.notes
+        if not self.frames:  # copies of grader-run models live only for their call
+            wire.GRADER_MODULES.clear()
         return reply, enc.blobs
+
+    def callback(self, token: int, name: str, args: tuple, kwargs: dict) -> Any:
+        """Ask the grader to run its object ``token`` (a model's submodule ``name``) on
+        ``args``; serve its requests until the result comes; return it or raise its error (as
+        the same builtin exception type). Installed as ``wire.CALLBACK``."""
+        import torch
+
+        import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
+
+        enc = self.encoder()
+        header = {"op": "callback", "token": token, "name": name,
+                  "modes": wire.grader_modes(token), "grad": torch.is_grad_enabled(),
+                  "rng": enc.encode(wire.get_rng()), "args": enc.encode(list(args)),
+                  "kwargs": enc.encode(dict(kwargs))}
+        wire.write_frame(REPLIES, header, enc.blobs)
+        while True:
+            try:
+                request, blobs = wire.read_frame(REQUESTS)
+            except wire.WireError:
+                os._exit(0)  # the grader is gone
+            if request.get("op") == "result":
+                break
+            self.serve_one(request, blobs)
+        loader = _Loader(io.BytesIO(pickle.loads(blobs[0])), self)
+        payload = loader.load()
+        wire.install_forwards()
+        if self.frames:  # changes to the result's objects are reported with the call's
+            memo = {int(request["base"]) + k: v for k, v in loader.memo.copy().items()}
+            self.frames[-1].memo.update(memo)
+            self.frames[-1].before.update(_snapshot(memo))
+        wire.set_rng(payload["rng"])
+        error = request.get("error")
+        if error is not None:
+            bases = [b for b in error.get("bases", []) if b in ERRORS]
+            raise ERRORS[bases[0] if bases else "RuntimeError"](str(error.get("message", "")))
+        return payload["value"]
 
     def backward(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         import torch
@@ -194,23 +269,51 @@ class Runner:
 
     # ----------------------------------------------------------------- integrity
 
-    def _integrity_snapshot(self) -> dict[str, Any]:
-        return {"builtins": {k: id(v) for k, v in vars(builtins).items()},
-                "excepthook": id(sys.excepthook), "displayhook": id(sys.displayhook)}
+    def _integrity_snapshot(self, import_watched: bool = False) -> dict[str, Any]:
+        """The objects grading relies on (kept, not their ids: an id can be reused)."""
+        if import_watched:
+            import importlib
 
-    def integrity(self) -> dict[str, Any]:
-        """What the cells changed about the interpreter (a hint for the grader, not proof)."""
+            for name in ("dropout_course.checks", *WATCHED_MODULES):
+                if name.partition(".")[0] in sys.modules or name.startswith("dropout_course"):
+                    try:
+                        importlib.import_module(name)
+                    except Exception:
+                        continue
+        return {"builtins": dict(vars(builtins)), "excepthook": sys.excepthook,
+                "displayhook": sys.displayhook, "trace": sys.gettrace(),
+                "profile": sys.getprofile(), "modules": _watched_modules()}
+
+    def differences(self) -> list[str]:
+        """What differs from the baseline, in short phrases: builtins, sys hooks, trace or
+        profile hooks, the attributes of the checks' modules, numpy.testing and torch.testing
+        (a hint for the instructor, never proof and never part of the score)."""
         found = []
         now = self._integrity_snapshot()
-        changed = sorted(k for k, v in now["builtins"].items()
-                         if self.baseline["builtins"].get(k) != v)
+        was = self.baseline["builtins"]
+        changed = sorted(k for k, v in now["builtins"].items() if k not in was or was[k] is not v)
+        changed += sorted(k for k in was if k not in now["builtins"])
         if changed:
             found.append(f"redefined builtins {changed[:8]}")
         for hook in ("excepthook", "displayhook"):
-            if now[hook] != self.baseline[hook]:
+            if now[hook] is not self.baseline[hook]:
                 found.append(f"replaced sys.{hook}")
-        if sys.gettrace() is not None or sys.getprofile() is not None:
+        if now["trace"] is not self.baseline["trace"] or \
+                now["profile"] is not self.baseline["profile"]:
             found.append("installed a trace or profile hook")
+        for name, (module, attrs) in self.baseline["modules"].items():
+            current = now["modules"].get(name)
+            if current is None or current[0] is not module:
+                found.append(f"replaced the module {name}")
+                continue
+            edited = sorted(k for k, v in attrs.items()
+                            if k not in current[1] or current[1][k] is not v)
+            found += [f"changed {name}.{k}" for k in edited[:8]]
+        return found
+
+    def integrity(self) -> dict[str, Any]:
+        """What the cells changed about the interpreter (a hint for the grader, not proof)."""
+        found = self.differences()
         if threading.active_count() > 1:
             found.append(f"left {threading.active_count() - 1} background thread(s) running")
         others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
@@ -218,6 +321,43 @@ class Runner:
             found.append(f"left {len(others)} other process(es) running")
         return {"findings": found}
 
+
+    # ----------------------------------------------------------------- serving
+
+    def dispatch(self, header: dict[str, Any], blobs: list[bytes]  # noqa: PLR0911
+                 ) -> tuple[dict[str, Any], list]:
+        """The reply to one request (``bye`` is handled by :meth:`serve_one`)."""
+        op = header.get("op")
+        if op == "cell":
+            return self.run_cell(header["source"], header["name"]), []
+        if op == "describe":
+            return self.describe(header["names"])
+        if op == "call":
+            return self.call(header, blobs)
+        if op == "backward":
+            return self.backward(header, blobs)
+        if op == "getattr":
+            return self.getattr(header)
+        if op == "integrity":
+            return self.integrity(), []
+        return {"fault": f"unknown request {op!r}"}, []
+
+    def serve_one(self, header: dict[str, Any], blobs: list[bytes]) -> None:
+        """Answer one request (also while a callback waits for its result)."""
+        from autograder.engine.wire import write_frame
+
+        if header.get("op") == "bye":
+            write_frame(REPLIES, {"ok": True, "id": header.get("id")})
+            os._exit(0)
+        try:
+            reply, out = self.dispatch(header, blobs)
+        except BaseException as exc:
+            reply, out = {"fault": f"{type(exc).__name__}: {exc}"[:4000]}, []
+        try:
+            write_frame(REPLIES, {**reply, "id": header.get("id")}, out)
+        except Exception as exc:
+            write_frame(REPLIES, {"fault": f"unsendable reply: {type(exc).__name__}: {exc}"[
+                :4000], "id": header.get("id")})
 
 class _Loader(pickle.Unpickler):
     """Unpickles the grader's request; persistent ids name objects that live here."""
@@ -379,37 +519,38 @@ def _describe_error(exc: BaseException, cell_name: str) -> dict[str, Any]:
             "traceback": "".join(lines)[-6000:]}
 
 
+class _CallFrame:
+    """One call in flight here: its objects by key and their state before the call (callback
+    results are added as they arrive, so their changes are reported with the call's)."""
+
+    def __init__(self, memo: dict[int, Any], before: dict[int, Any]) -> None:
+        self.memo = memo
+        self.before = before
+
+
+def _watched_modules() -> dict[str, tuple[Any, dict[str, Any]]]:
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if name in WATCHED_MODULES or any(name == p or name.startswith(p + ".")
+                                          for p in WATCHED_PREFIXES):
+            attrs = getattr(module, "__dict__", None)
+            if isinstance(attrs, dict):
+                found[name] = (module, {k: v for k, v in attrs.items()
+                                        if not (k.startswith("__") and k.endswith("__"))})
+    return found
+
+
 def serve() -> None:
-    from autograder.engine.wire import WireError, read_frame, write_frame
+    import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
 
     runner = Runner()
+    wire.CALLBACK = runner.callback
     while True:
         try:
-            header, blobs = read_frame(REQUESTS)
-        except WireError:
+            header, blobs = wire.read_frame(REQUESTS)
+        except wire.WireError:
             return
-        op = header.get("op")
-        try:
-            if op == "cell":
-                reply, out = runner.run_cell(header["source"], header["name"]), []
-            elif op == "describe":
-                reply, out = runner.describe(header["names"])
-            elif op == "call":
-                reply, out = runner.call(header, blobs)
-            elif op == "backward":
-                reply, out = runner.backward(header, blobs)
-            elif op == "getattr":
-                reply, out = runner.getattr(header)
-            elif op == "integrity":
-                reply, out = runner.integrity(), []
-            elif op == "bye":
-                write_frame(REPLIES, {"ok": True, "id": header.get("id")})
-                return
-            else:
-                reply, out = {"fault": f"unknown request {op!r}"}, []
-        except BaseException as exc:
-            reply, out = {"fault": f"{type(exc).__name__}: {exc}"[:4000]}, []
-        write_frame(REPLIES, {**reply, "id": header.get("id")}, out)
+        runner.serve_one(header, blobs)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autograder.engine import untrusted
 from autograder.engine.feedback import HIDDEN_NOTE
 from autograder.engine.sandbox import Limits, Sandbox, SandboxGone, prepare_workdir
 
 MAX_NOTEBOOK_BYTES = 64 << 20
+TEST_OUTPUT_LIMIT = 64 * 1024
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 FLAG_WORDS = ("malformed", "tampering", "timeout", "memory", "crash", "output", "processes")
 
@@ -58,6 +60,7 @@ class Outcome:
     flags: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     autograded: dict[str, Any] | None = None
+    grader_error: str | None = None  # set: the grader failed, so this is no score ("not graded")
 
     def flag(self, word: str, reason: str) -> None:
         reasons = self.flags.setdefault(word, [])
@@ -234,6 +237,7 @@ class Run:
         self.deadline = time.monotonic() + limits.submission_seconds
         self.session: Any = None
         self.sandbox: Sandbox | None = None
+        self.printed = 0  # characters of cell output kept so far, over every (re)start
 
     def start(self) -> dict[str, Any]:
         """Start the sandbox, run the cells, and return the names to bind (proxies)."""
@@ -251,15 +255,46 @@ class Run:
                 reply, _ = self.sandbox.request({"op": "cell", "source": code, "name": name},
                                                 timeout=self.limits.cell_seconds)
             except SandboxGone as gone:
+                if gone.reason == "grader":
+                    raise  # the sandbox could not be built: nothing the cell did
                 self.program.skipped.add(index)
                 self.outputs[index] = {"gone": gone.detail}
                 self.record_gone(gone, name.strip("<>"))
                 raise
+            reply = self.cap_output(reply, name.strip("<>"))
             if index >= 0:
                 self.outputs[index] = reply
-            if reply.get("cut"):
-                self.outcome.flag("output", f"{name.strip('<>')} printed too much (cut)")
+            self.note_integrity(reply, name.strip("<>"))
         return self.bind()
+
+    def cap_output(self, reply: dict[str, Any], where: str) -> dict[str, Any]:
+        """Keep a cell's output only while the whole submission's output stays within
+        ``limits.output_bytes``; the rest is cut and flagged (each cell is also capped inside
+        the sandbox, but a notebook of many cells could still print without bound)."""
+        if reply.get("cut"):
+            self.outcome.flag("output", f"{where} printed too much (cut)")
+        kept = dict(reply)
+        for stream in ("stdout", "stderr"):
+            text = reply.get(stream)
+            if not isinstance(text, str) or not text:
+                continue
+            room = max(0, self.limits.output_bytes - self.printed)
+            if len(text) > room:
+                kept[stream] = text[:room] + (
+                    f"\n[... output cut: the submission printed more than "
+                    f"{self.limits.output_bytes >> 10} KiB in all]\n")
+                self.outcome.flag("output", "the submission's cells printed more than "
+                                  f"{self.limits.output_bytes >> 10} KiB in all (cut)")
+            self.printed += min(len(text), room)
+        return kept
+
+    def note_integrity(self, reply: dict[str, Any], where: str) -> None:
+        """What the runner found changed about the interpreter after a cell: a hint for the
+        instructor (it comes from the sandbox, so it never changes a score)."""
+        findings = reply.get("integrity")
+        if isinstance(findings, list):
+            for finding in findings[:10]:
+                self.outcome.flag("tampering", f"{where}: {str(finding)[:200]}")
 
     def bind(self) -> dict[str, Any]:
         from autograder.engine import wire
@@ -290,14 +325,24 @@ class Run:
         return self.restarts < self.limits.restarts and time.monotonic() < self.deadline - 5
 
     def integrity(self) -> None:
+        """Flag what the grader sees for itself (processes the submission left running, found
+        from outside the sandbox), then what the sandbox says about itself (a hint only)."""
         proc = self.sandbox.proc if self.sandbox is not None else None
         if proc is None or proc.poll() is not None:
             return
+        live = getattr(self.sandbox, "live_processes", None)
+        if live is not None:
+            with contextlib.suppress(OSError):
+                left = live()
+                if left:
+                    self.outcome.flag("processes", f"left {len(left)} process(es) running after "
+                                      "its cells (seen from outside the sandbox)")
         with contextlib.suppress(SandboxGone):
             reply, _ = self.sandbox.request({"op": "integrity"}, timeout=10)
-            for finding in reply.get("findings", [])[:10]:
+            findings = reply.get("findings", []) if isinstance(reply, dict) else []
+            for finding in findings[:10] if isinstance(findings, list) else []:
                 word = "processes" if "running" in str(finding) else "tampering"
-                self.outcome.flag(word, str(finding)[:200])
+                self.outcome.flag(word, f"the sandbox reports: {str(finding)[:200]}")
 
     def stop(self) -> None:
         if self.sandbox is not None:
@@ -330,11 +375,25 @@ def failure_message(exc: BaseException) -> tuple[str, str]:
     return type(exc).__name__, str(exc)[:4000]
 
 
+def reset_trusted_state() -> None:
+    """Put this process's global state back before each test cell: replies from the sandbox
+    carry random states (so that a seed set in a check governs the student's code), and a
+    previous submission, or a previous test of this one, must not leave its states behind."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)  # CPU and every CUDA device
+    torch.set_grad_enabled(True)
+    torch.set_default_dtype(torch.float32)
+
+
 def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | None
               ) -> dict[str, tuple[bool, str, str]]:
     """Run every test cell here; return grade_id -> (passed, output, error text)."""
-    import torch
-
     results: dict[str, tuple[bool, str, str]] = {}
     namespace = trusted_namespace(plan)
     alive = names is not None
@@ -344,11 +403,13 @@ def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | No
             if run.can_restart():
                 run.restarts += 1
                 alive = _restart(run, namespace)
+            if outcome.grader_error is not None:
+                return results
             if not alive:
                 results[gid] = (False, "", "GradingStopped: not run: the submission did not finish")
                 continue
         buffer = io.StringIO()
-        torch.manual_seed(0)
+        reset_trusted_state()
         error: BaseException | None = None
         try:
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
@@ -363,11 +424,12 @@ def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | No
         if gone is not None:
             run.record_gone(gone, f"test {gid}")
             error, alive = gone, False
+        printed = _capped(buffer.getvalue())
         if error is None:
-            results[gid] = (True, buffer.getvalue(), "")
+            results[gid] = (True, printed, "")
         else:
             name, message = failure_message(error)
-            results[gid] = (False, buffer.getvalue(), f"{name}: {message}")
+            results[gid] = (False, printed, f"{name}: {message}")
         outcome.scores[gid] = points if results[gid][0] else 0.0
         outcome.points[gid] = points
     if run.session is not None and "memory" in run.session.errors:
@@ -375,12 +437,20 @@ def run_tests(run: Run, plan: Plan, outcome: Outcome, names: dict[str, Any] | No
     return results
 
 
+def _capped(text: str, limit: int = TEST_OUTPUT_LIMIT) -> str:
+    """A test cell's printed output, cut at ``limit`` characters (a check may print what the
+    student's code returned)."""
+    return text if len(text) <= limit else text[:limit] + "\n[... output cut]\n"
+
+
 def _restart(run: Run, namespace: dict[str, Any]) -> bool:
     run.stop()
     try:
         namespace.update(run.start())
         return True
-    except SandboxGone:
+    except SandboxGone as gone:
+        if gone.reason == "grader":
+            run.outcome.grader_error = f"the sandbox could not restart: {gone.detail}"
         return False
 
 
@@ -402,13 +472,18 @@ def grade_submission(student: str, notebook: Path, plan: Plan, limits: Limits, s
     run = Run(program, plan, limits, slot, scratch, outcome)
     results: dict[str, tuple[bool, str, str]] = {}
     try:
-        results = run_tests(run, plan, outcome, _first_start(run))
-        run.integrity()
-    except Exception as err:  # a grader bug must cost only this submission
-        outcome.problems.append(f"grading stopped: {type(err).__name__}: {err}"[:300])
-        outcome.flag("crash", f"grading stopped: {type(err).__name__}")
+        names = _first_start(run)
+        if outcome.grader_error is None:
+            results = run_tests(run, plan, outcome, names)
+            run.integrity()
+    except Exception as err:  # a grader bug: no score, and it costs only this submission
+        outcome.grader_error = f"grading stopped: {type(err).__name__}: {err}"[:300]
     finally:
         run.stop()
+    if outcome.grader_error is not None:
+        outcome.scores.clear()
+        outcome.problems.append(f"not graded (grader error: {outcome.grader_error})")
+        return _finish(outcome, started)
     for gid, points, _code in plan.tests:
         outcome.scores.setdefault(gid, 0.0)
         outcome.points[gid] = points
@@ -422,8 +497,11 @@ def _first_start(run: Run) -> dict[str, Any] | None:
     while True:
         try:
             return run.start()
-        except SandboxGone:
+        except SandboxGone as gone:
             run.stop()
+            if gone.reason == "grader":  # the sandbox itself could not be built: not theirs
+                run.outcome.grader_error = f"the sandbox could not start: {gone.detail}"
+                return None
             run.restarts += 1
             if not run.can_restart():
                 return None
@@ -459,6 +537,8 @@ def build_autograded(cells: list[dict[str, Any]], plan: Plan, program: Program,
         gid = _gid(cell)
         present.add(gid)
         new = {"cell_type": cell["cell_type"], "metadata": {}, "source": _text(cell)}
+        if cell["cell_type"] != "code":  # rendered by formgrader and the feedback page
+            new["source"] = untrusted.sanitize_markdown(new["source"])
         if gid in source_cells:
             new["metadata"] = json.loads(json.dumps(source_cells[gid].get("metadata", {})))
         if cell["cell_type"] == "code":
@@ -492,9 +572,9 @@ def _summary(outcome: Outcome) -> str:
     pending = sum(v is None for v in outcome.scores.values())
     if pending:
         lines.append(f"{pending} written answer(s) will be graded by hand.")
-    lines += [f"- {p}" for p in outcome.problems]
+    lines += [f"- {untrusted.markdown_text(p)}" for p in outcome.problems]
     for word in ("timeout", "memory", "crash", "output"):
-        lines += [f"- {word}: {r}" for r in outcome.flags.get(word, [])]
+        lines += [f"- {word}: {untrusted.markdown_text(r)}" for r in outcome.flags.get(word, [])]
     return "\n".join(lines)
 
 

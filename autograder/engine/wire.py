@@ -9,19 +9,35 @@ NumPy arrays and PyTorch tensors as raw bytes with a whitelisted dtype, and refe
 
 A frame is an 8-byte length, a 4-byte header length, a JSON header and the binary blobs it
 names. Frames and what they decode to are size-capped, so a hostile sandbox can cost the
-grader neither unbounded memory nor a crash: at worst a :class:`WireError`.
+grader neither unbounded memory nor a crash: at worst a :class:`WireError` (whatever went
+wrong while reading or decoding: ``json`` errors, ``RecursionError``, a bad dtype...).
+
+Strings: a JSON header may carry lone surrogates (``"\\ud800"``), which no UTF-8 file can hold;
+:func:`read_frame` and :class:`Decoder` replace each with U+FFFD (the Unicode replacement
+character), so nothing downstream (CSV, reports, notebooks) can fail on them. Blobs: every
+reference to one blob shares one buffer (tensors and arrays are views of it; a ``bytes`` value
+is the blob itself), so decoding a reply materialises each blob at most twice (once as a
+buffer, once as bytes), however often it is referenced.
+
+Grader-side objects (``dropout_course.checks.boundary``) travel as stand-ins: calling one in the
+sandbox goes through :data:`CALLBACK` (installed by the runner), which asks the grader to run the
+real object and waits for its result.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAX_FRAME = 1 << 30
 MAX_DEPTH = 64
 MAX_TEXT = 1 << 20
+#: How every error about what the other side sent begins (a grader's message, too).
+MALFORMED = "the reply was malformed: "
 ARRAY_KINDS = frozenset("biufc")
 TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128",
                 "uint8", "int8", "int16", "int32", "int64", "bool")
@@ -29,6 +45,45 @@ TORCH_DTYPES = ("float16", "bfloat16", "float32", "float64", "complex64", "compl
 
 class WireError(Exception):
     """A frame or an encoded value broke the protocol (truncated, too big, malformed)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (valid pairs were already joined
+    by the JSON decoder)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _clean(value: Any) -> Any:
+    """Replace lone surrogates in every string (keys too) of a decoded JSON value, iteratively
+    (a deep value must not cost a RecursionError)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    root = [value]
+    stack: list[Any] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            for i, v in enumerate(item):
+                if isinstance(v, str):
+                    item[i] = clean_text(v)
+                elif isinstance(v, (list, dict)):
+                    stack.append(v)
+        else:
+            for k in list(item):
+                v = item[k]
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    del item[k]
+                    k = clean_text(k)  # noqa: PLW2901  (the cleaned key replaces the old one)
+                if isinstance(v, str):
+                    v = clean_text(v)
+                elif isinstance(v, (list, dict)):
+                    stack.append(v)
+                item[k] = v
+    return root[0]
 
 
 # --------------------------------------------------------------------------- frames
@@ -63,15 +118,19 @@ def read_frame(source: int | Any, limit: int = MAX_FRAME) -> tuple[dict[str, Any
     read = (lambda n: read_exactly(source, n)) if isinstance(source, int) else source
     total, head_len = struct.unpack("<QI", read(12))
     if total > limit or head_len > total - 4 or head_len > MAX_TEXT * 8:
-        raise WireError(f"frame of {total} bytes is over the limit")
+        raise WireError(f"{MALFORMED}frame of {total} bytes is over the limit")
+    text = read(head_len)
     try:
-        header = json.loads(read(head_len).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WireError(f"unreadable frame header: {err}") from None
+        header = json.loads(text.decode("utf-8"))
+        if _SURROGATE_ESCAPE.search(text):
+            header = _clean(header)
+    except Exception as err:
+        raise WireError(f"{MALFORMED}unreadable frame header ({type(err).__name__}: "
+                        f"{str(err)[:200]})") from None
     sizes = header.pop("_blobs", []) if isinstance(header, dict) else None
     if not isinstance(header, dict) or not isinstance(sizes, list) or not all(
             isinstance(s, int) and s >= 0 for s in sizes) or sum(sizes) != total - 4 - head_len:
-        raise WireError("malformed frame header")
+        raise WireError(f"{MALFORMED}malformed frame header")
     return header, [read(s) for s in sizes]
 
 
@@ -169,7 +228,7 @@ class Encoder:
             raise WireError(f"cannot send a {type(value).__name__}")
         try:
             text = repr(value)
-        except Exception:  # a broken __repr__ must not break the reply
+        except Exception:
             text = f"<{type(value).__name__} object>"
         return ["h", self.make_handle(value), type(value).__name__, text[:2000]]
 
@@ -181,6 +240,14 @@ def _torch() -> Any:
 
 
 # --------------------------------------------------------------------------- decoding (grader)
+
+class _HandleError(Exception):
+    """Carries an error of the decoder's ``handle`` function out of the decoding."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 class Decoder:
     """Rebuild plain values from nodes and blobs (used by the trusted grader).
@@ -194,8 +261,27 @@ class Decoder:
         self.blobs = blobs
         self.refs = refs or {}
         self.handle = handle
+        self._buffers: dict[int, bytearray] = {}
+        self._moved: dict[tuple[int, str, str], Any] = {}
+        self._bytes: dict[int, bytes] = {}
 
-    def decode(self, node: Any, depth: int = 0) -> Any:  # noqa: PLR0911
+    def decode(self, node: Any, depth: int = 0) -> Any:
+        """The value ``node`` stands for. Raises :class:`WireError` for anything wrong with the
+        value (whatever the error underneath); an error raised by ``handle`` passes through
+        unchanged."""
+        if depth:
+            return self._decode(node, depth)
+        try:
+            return self._decode(node, 0)
+        except _HandleError as wrapped:
+            raise wrapped.error from None
+        except WireError:
+            raise
+        except Exception as err:
+            raise WireError(f"malformed value ({type(err).__name__}: {str(err)[:200]})"
+                            ) from None
+
+    def _decode(self, node: Any, depth: int = 0) -> Any:  # noqa: PLR0911
         if depth > MAX_DEPTH or not isinstance(node, list) or not node:
             raise WireError("malformed value")
         tag, args = node[0], node[1:]
@@ -208,24 +294,31 @@ class Decoder:
                 value = float(value)
             if type(value) is not wanted or (tag == "s" and len(value) > MAX_TEXT):
                 raise WireError(f"malformed {wanted.__name__}")
-            return value
+            return clean_text(value) if tag == "s" else value
         if tag == "y":
-            return bytes(self._blob(args[0]))
+            data = self._blob(args[0])
+            if type(data) is not bytes:  # the blob is already a shared buffer: one copy, once
+                if args[0] not in self._bytes:
+                    self._bytes[args[0]] = bytes(data)
+                data = self._bytes[args[0]]
+            return data
         if tag in ("l", "u"):
-            items = [self.decode(v, depth + 1) for v in self._list(args[0])]
+            items = [self._decode(v, depth + 1) for v in self._list(args[0])]
             return items if tag == "l" else tuple(items)
         if tag == "d":
             out = {}
             for pair in self._list(args[0]):
-                key, value = self._list(pair)
-                out[self.decode(key, depth + 1)] = self.decode(value, depth + 1)
+                if len(self._list(pair)) != 2:
+                    raise WireError("malformed dict item")
+                key, value = pair
+                out[self._decode(key, depth + 1)] = self._decode(value, depth + 1)
             return out
         if tag == "a":
             return self._array(*args)
         if tag == "ns":
 
             dtype = self._dtype(args[0])
-            return dtype.type(self.decode(args[1], depth + 1))
+            return dtype.type(self._decode(args[1], depth + 1))
         if tag in ("t", "dt", "dev", "sz"):
             return self._torch_value(tag, args)
         if tag == "ref":
@@ -236,7 +329,10 @@ class Decoder:
             hid, type_name, text = args
             if not (type(hid) is int and isinstance(type_name, str) and isinstance(text, str)):
                 raise WireError("malformed handle")
-            return self.handle(hid, type_name[:200], text[:2000])
+            try:
+                return self.handle(hid, type_name[:200], clean_text(text[:2000]))
+            except Exception as err:
+                raise _HandleError(err) from err
         raise WireError(f"unknown value tag {tag!r}")
 
     @staticmethod
@@ -249,6 +345,16 @@ class Decoder:
         if type(index) is not int or not 0 <= index < len(self.blobs):
             raise WireError("reference to a missing blob")
         return self.blobs[index]
+
+    def _buffer(self, index: Any) -> bytearray:
+        """Blob ``index`` as one writable buffer, shared by every reference to it: made once,
+        and the blob list then holds the buffer instead of the bytes (no second copy lives)."""
+        data = self._blob(index)
+        if index not in self._buffers:
+            self._buffers[index] = data if isinstance(data, bytearray) else bytearray(data)
+            if isinstance(self.blobs, list):
+                self.blobs[index] = self._buffers[index]
+        return self._buffers[index]
 
     @staticmethod
     def _dtype(text: Any) -> Any:
@@ -276,7 +382,7 @@ class Decoder:
         data = self._blob(index)
         if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
             raise WireError("array size does not match its shape")
-        return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        return np.frombuffer(self._buffer(index), dtype=dtype).reshape(shape)
 
     def _torch_value(self, tag: str, args: list[Any]) -> Any:
         import torch
@@ -304,11 +410,19 @@ class Decoder:
         itemsize = torch.empty((), dtype=real).element_size()
         if len(data) != int(np.prod(shape, dtype=np.int64)) * itemsize:
             raise WireError("tensor size does not match its shape")
-        flat = torch.frombuffer(bytearray(data), dtype=real) if data else torch.empty(0, dtype=real)
-        out = flat.reshape(shape)
+        target = torch.device(_device_text(device))
+        key = (index, str(real), str(target))
+        if not data:
+            flat = torch.empty(0, dtype=real, device=target)
+        elif key in self._moved:  # one copy per blob and device, however often referenced
+            flat = self._moved[key]
+        else:
+            flat = torch.frombuffer(self._buffer(index), dtype=real)
+            if target.type != "cpu":
+                flat = self._moved.setdefault(key, flat.to(target))
+        out = flat.view(shape)
         if dtype == "bfloat16":
             out = out.view(torch.bfloat16)
-        out = out.to(torch.device(_device_text(device)))
         if is_param is True:
             return torch.nn.Parameter(out, requires_grad=requires_grad)
         return out.requires_grad_(requires_grad) if out.is_floating_point() or \
@@ -382,3 +496,64 @@ def set_rng(state: Any) -> None:
                      None if python[2] is None else float(python[2])))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+
+
+# --------------------------------------------------------------------------- grader-side objects
+
+#: Installed by the runner inside the sandbox: ``CALLBACK(token, name, args, kwargs)`` asks the
+#: grader to run its object ``token`` (for a model: its submodule ``name``) and returns the
+#: result or raises the error the grader reports.
+CALLBACK: Callable[[int, str, tuple, dict], Any] | None = None
+#: (token, submodule name, the sandbox's copy) of every grader-run module copy made here.
+GRADER_MODULES: list[tuple[int, str, Any]] = []
+
+
+class GraderStandIn:
+    """In the sandbox, the stand-in for a grader-side object: calling it calls the real one."""
+
+    def __init__(self, token: int, name: str) -> None:
+        self._token = token
+        self.__name__ = self.__qualname__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if CALLBACK is None:
+            raise RuntimeError(f"{self.__name__} can only be called while grading")
+        return CALLBACK(self._token, "", args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<grader-side {self.__name__}>"
+
+
+def grader_stand_in(token: int, name: str) -> GraderStandIn:
+    """Unpickling hook (sandbox side) for a grader-side object."""
+    return GraderStandIn(token, str(name)[:200])
+
+
+def grader_module(cls: type, token: int, name: str) -> Any:
+    """Unpickling hook (sandbox side) for a module of a grader-run model: a real, empty instance
+    of ``cls`` (pickle then sets its state) whose forward asks the grader to run its own."""
+    module = cls.__new__(cls)
+    GRADER_MODULES.append((token, name, module))
+    return module
+
+
+def install_forwards() -> None:
+    """Give every grader-run module copy made since the last call a forward that calls back
+    (after unpickling: its state, set by pickle, must not overwrite the forward)."""
+    for token, name, module in GRADER_MODULES:
+        if "forward" not in vars(module):
+            object.__setattr__(module, "forward", _forward(token, name))
+
+
+def _forward(token: int, name: str) -> Callable[..., Any]:
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if CALLBACK is None:
+            raise RuntimeError("this model can only be called while grading")
+        return CALLBACK(token, name, args, kwargs)
+
+    return forward
+
+
+def grader_modes(token: int) -> list[list[Any]]:
+    """[[submodule name, training flag], ...] of the copies of grader-run model ``token``."""
+    return [[name, bool(module.training)] for t, name, module in GRADER_MODULES if t == token]

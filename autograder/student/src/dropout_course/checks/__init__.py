@@ -8,6 +8,7 @@ prints warnings to stdout (see ``core.warnings_to_stdout``).
 """
 
 from . import (
+    boundary,
     contract,
     core,
     devices,
@@ -32,6 +33,7 @@ from .core import (
 )
 
 __all__ = [
+    "boundary",
     "contract",
     "core",
     "describe_call",

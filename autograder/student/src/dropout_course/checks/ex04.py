@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core import describe_call, expect, expect_equal, expect_raises, fail, run_student, short_repr
+from .boundary import GraderSide
+from .core import (
+    describe_call,
+    expect,
+    expect_equal,
+    expect_raises,
+    fail,
+    run_student,
+    short_repr,
+)
 from .devices import available_devices
 from .modules import (
     DROPOUT_FAMILY_HINT,
@@ -130,8 +139,10 @@ def build_cnn(p: float) -> torch.nn.Module:
                          nn.Linear(32, 10))
 
 
-class _Builder:
-    """Wraps a builder: records each call and a snapshot of each model it returned."""
+class _Builder(GraderSide):
+    """Wraps a builder: records each call and a snapshot of each model it returned. Grader-side:
+    when grading, the records are made in the trusted process, whatever the student's code does
+    to its stand-in."""
 
     def __init__(self, build: Callable[[float], torch.nn.Module]) -> None:
         self.build = build
@@ -358,6 +369,10 @@ def check_evaluate_accuracy(evaluate_accuracy: Callable[..., Any], n: int = 203,
             if "buffers (e.g. BatchNorm's running statistics)" in changes:
                 fail(f"{where} changed BatchNorm's running statistics: the model ran in "
                      "training mode", _EVAL_HINT)
+            # An empty record would let every record-based check below pass vacuously.
+            expect(recorder.calls != [], f"{where}: the model itself never ran",
+                   "predict by calling the model, model(batch) (not model.forward(batch), "
+                   "which skips the module's hooks), on every batch.")
             ran_training = sorted({name for name, training, _, _ in recorder.calls if training})
             expect(not ran_training, f"{where}: {ran_training} ran in training mode, so dropout "
                    "was on and the predictions are random", _EVAL_HINT)

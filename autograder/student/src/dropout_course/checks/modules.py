@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .boundary import release, run_on_grader
 from .core import expect, not_written_error
 from .devices import available_devices
 
@@ -85,16 +86,27 @@ class _RecordingHook:
 
 class ForwardRecorder:
     """Forward hooks on every leaf module. ``calls`` records, per forward call, (module name,
-    training flag, autograd enabled, number of rows of the first input)."""
+    training flag, autograd enabled, number of rows of the first input).
+
+    While the recorder is on, the model runs its forward passes on the checks' side when grading
+    (:func:`boundary.run_on_grader`), so the hooks record what really ran and nothing the student's
+    code does can rewrite ``calls``; in a notebook kernel it is an ordinary set of hooks."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.calls: list[tuple[str, bool, bool, int]] = []
+        self.model: torch.nn.Module | None = model
         self.handles = [module.register_forward_hook(_RecordingHook(self.calls, name))
                         for name, module in model.named_modules() if not list(module.children())]
+        run_on_grader(model)
 
     def remove(self) -> None:
+        """Remove the hooks (a second call does nothing)."""
         for handle in self.handles:
             handle.remove()
+        self.handles = []
+        if self.model is not None:
+            release(self.model)
+            self.model = None
 
     def __enter__(self) -> ForwardRecorder:
         return self
@@ -168,7 +180,7 @@ def check_modes_restored_on_error(fn: Callable[..., Any], call: Callable[..., An
                 call(fn, model, device)
             except NotImplementedError:
                 raise not_written_error(what) from None
-            except Exception:  # the model's error (or another) reached the caller: expected
+            except Exception:
                 raised = True
             else:
                 raised = False
