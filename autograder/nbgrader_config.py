@@ -35,3 +35,7 @@ c.GenerateFeedback.preprocessors = [
 ]
 c.HTMLExporter.sanitize_html = True
 c.HTMLExporter.filters = {"clean_html": "autograder.engine.untrusted.safe_html"}
+# The page itself loads no script and nothing remote (autograder/engine/templates/feedback).
+c.HTMLExporter.extra_template_basedirs = [os.path.join(COURSE_ROOT, "autograder", "engine",
+                                                       "templates")]
+c.HTMLExporter.template_name = "feedback"

@@ -4,21 +4,29 @@ Every class of attack in the course's nbgrader notes (``autograder/demo/attacks.
 tampering, patched assertion helpers, lying objects, reading solutions or the gradebook,
 background processes, denial of grading, edited test cells. Each is wrapped around a correct
 implementation (12 of 14 points, the rest is a written answer) or a wrong one (that wrong one's
-score), and all of them are graded in ONE run with short limits, two at a time.
+score), and all of them are graded in ONE run with short limits, two at a time. The same run
+holds the red team's attacks (``t<class>_...``): forged jail warnings and integrity answers, an
+undecodable reply, script and escape-code injection, a setsid daemon, disk, output and blob
+floods, flags evaded by string tricks; it is watched for the host disk used and the workers'
+memory. Attacks that need runs of their own are in ``test_attacks_trust.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
+import re
+import stat
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from course import ROOT, find_leaks, grade_written, readable_text
 
-from autograder.demo.attacks import ATTACKS, LINGER_NAMES
+from autograder.demo.attacks import ATTACKS, FORGED, LINGER_NAMES, XSS_MARKERS
 from autograder.engine.sandbox import UID_BASE, UID_COUNT
 
 pytestmark = pytest.mark.slow
@@ -26,12 +34,67 @@ ASSIGNMENT = "ex01_overfitting"
 SANDBOX_UIDS = range(UID_BASE, UID_BASE + UID_COUNT)  # the uids sandboxes may run as
 
 
+class Monitor:
+    """Polls, while a run grades, the size of its sandboxes' working folders on the host disk
+    (``OUT/.scratch``) and the peak resident memory of this process's children (the grading
+    workers)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.peak_disk = 0
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _disk(self) -> int:
+        """Bytes in regular files under the scratch folder now (folders vanish meanwhile)."""
+        total = 0
+        for top, _dirs, files in os.walk(self.scratch):  # os.walk ignores vanished folders
+            for name in files:
+                with contextlib.suppress(OSError):
+                    st = os.lstat(os.path.join(top, name))
+                    total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return total
+
+    def _poll(self) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(0.25):
+            self.peak_disk = max(self.peak_disk, self._disk())
+            for status in Path("/proc").glob("[0-9]*/status"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                                  if ":" in line)
+                    if fields["PPid"].strip() == me:
+                        rss = int(fields["VmHWM"].split()[0]) << 10
+                        self.peak_rss = max(self.peak_rss, rss)
+
+
 @pytest.fixture(scope="module")
-def attack_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """Write every attack's notebook and grade them all in one call: (course folder, results)."""
+def monitored_run(tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[Path, dict[str, Any], Monitor]:
+    """Write every attack's notebook and grade them all in one call, watching the host's disk
+    and the workers' memory: (course folder, results, monitor)."""
     from autograder.demo.attacks import write_attacks
 
-    return grade_written(tmp_path_factory.mktemp("attacks").resolve(), ASSIGNMENT, write_attacks)
+    base = tmp_path_factory.mktemp("attacks").resolve()
+    with Monitor(base / "course" / ".scratch") as monitor:
+        out, results = grade_written(base, ASSIGNMENT, write_attacks)
+    return out, results, monitor
+
+
+@pytest.fixture(scope="module")
+def attack_run(monitored_run: tuple[Path, dict[str, Any], Monitor]
+               ) -> tuple[Path, dict[str, Any]]:
+    """(course folder, results) of the one graded run of every attack."""
+    return monitored_run[0], monitored_run[1]
 
 
 def _explain(result: Any) -> str:
@@ -42,17 +105,20 @@ def _explain(result: Any) -> str:
 @pytest.mark.parametrize("student", sorted(ATTACKS))
 def test_attack_scores_honestly_and_is_flagged(student: str,
                                                attack_run: tuple[Path, dict[str, Any]]) -> None:
-    """The exact automatic score of the implementation under the attack, the attack's flag
-    (an honest control: no flag at all), and feedback for the student."""
+    """The exact automatic score of the implementation under the attack (its honest twin's,
+    graded in the same run), the attack's flags (an honest control: no flag at all), and
+    feedback for the student."""
     out, results = attack_run
     attack, result = ATTACKS[student], results[student]
     assert result.score == attack.expected, f"{attack.about}: {_explain(result)}"
     assert result.max_score == 14.0, f"{attack.about}: {_explain(result)}"
-    if attack.flag is None:
+    if attack.twin is not None:
+        twin = results[attack.twin]
+        assert twin.score == attack.expected and not twin.flags, f"twin: {_explain(twin)}"
+    if attack.control:
         assert not result.flags, f"an honest control was flagged: {_explain(result)}"
-    else:
-        assert attack.flag in result.flags, f"{attack.about}: no {attack.flag!r} flag: " \
-            f"{_explain(result)}"
+    for flag in attack.flags:
+        assert flag in result.flags, f"{attack.about}: no {flag!r} flag: {_explain(result)}"
     feedback = out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html"
     assert feedback.is_file(), f"no feedback for {student}: {_explain(result)}"
 
@@ -151,3 +217,100 @@ def test_gradebook_holds_what_was_reported(attack_run: tuple[Path, dict[str, Any
             assert submission.score == result.score, student
             notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
             assert notebook.flagged == ("tampering" in result.flags), student
+
+
+# --------------------------------------------------------------------------- the red team's
+
+
+def _pages(out: Path) -> dict[str, Path]:
+    """Every student's feedback page: {student: path}."""
+    return {p.parts[-3]: p for p in (out / "feedback").glob(f"*/{ASSIGNMENT}/{ASSIGNMENT}.html")}
+
+
+def test_forged_jail_messages_are_not_believed(attack_run: tuple[Path, dict[str, Any]]) -> None:
+    """Lines that student code writes to its own standard error, made to look like the jail's
+    warnings, reach neither the results, the report, grades.csv nor any feedback page."""
+    out, results = attack_run
+    for student, result in results.items():
+        assert not any(FORGED in p for p in result.problems), (student, result.problems)
+        assert not any(FORGED in r for rs in result.flags.values() for r in rs), student
+    for name in ("report.txt", "grades.csv"):
+        assert FORGED not in (out / name).read_text(encoding="utf-8"), name
+    for student, page in _pages(out).items():
+        if student != "t1_jail_warning":  # its own cell printed that it wrote them: fine
+            assert FORGED not in page.read_text(encoding="utf-8"), student
+
+
+def test_feedback_carries_no_script_of_the_student(attack_run: tuple[Path, dict[str, Any]]
+                                                   ) -> None:
+    """A student's markdown, printed output and kernel name never become a script or an event
+    handler in a feedback page: no <script> and no on...= attribute holds an attack's marker."""
+    from bs4 import BeautifulSoup
+
+    out, _ = attack_run
+    found = []
+    for student, page in sorted(_pages(out).items()):
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        for tag in soup.find_all(True):
+            active = [str(v) for k, v in tag.attrs.items() if k.lower().startswith("on")]
+            if tag.name in ("script", "iframe", "object", "embed"):
+                active.append(tag.get_text())
+            active += [str(tag.get(k, "")) for k in ("src", "href") if
+                       str(tag.get(k, "")).lower().lstrip().startswith("javascript:")]
+            found += [f"{student}: <{tag.name}> {m}" for m in XSS_MARKERS
+                      if any(m in text for text in active)]
+    assert found == [], found
+
+
+def test_report_rows_cannot_be_forged(attack_run: tuple[Path, dict[str, Any]]) -> None:
+    """report.txt is plain text: no terminal escape codes or carriage returns, exactly one row
+    per student (text that a submission controls cannot start a line: an integrity finding,
+    a kernel name) and at most one line of students flagged for tampering, naming no control."""
+    out, results = attack_run
+    report = (out / "report.txt").read_text(encoding="utf-8")
+    assert "\x1b" not in report and "\r" not in report, "escape codes in the report"
+    lines = report.split("\n")
+    for student in results:
+        rows = [line for line in lines if line.split(" ", 1)[0] == student]
+        assert len(rows) == 1, f"{student}: {len(rows)} rows: {rows}"
+    flagged = [line for line in lines if line.startswith("Flagged for tampering")]
+    assert len(flagged) <= 1, flagged
+    assert not any(c in line for line in flagged for c in ("ctl_correct", "ctl_raises")), flagged
+    with (out / "grades.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["student_id"] for r in rows) == sorted(results)
+    assert not any("\x1b" in value for r in rows for value in r.values() if value)
+
+
+def test_disk_writes_fail_inside_the_sandbox(
+        monitored_run: tuple[Path, dict[str, Any], Monitor]) -> None:
+    """360 MiB written to the home folder fails inside the sandbox (a quota), the working
+    folders on the host never hold much, and none is left after grading."""
+    out, _, monitor = monitored_run
+    text = readable_text(out / "feedback" / "t7_disk" / ASSIGNMENT / f"{ASSIGNMENT}.html")
+    wrote = {tag: int(n) for tag, n in re.findall(r"(HOME|TMP)-WROTE-MIB=(\d+)", text)}
+    assert set(wrote) == {"HOME", "TMP"}, "the disk attack did not run to its end"
+    assert wrote["HOME"] < 360 and wrote["TMP"] < 360, wrote
+    assert monitor.peak_disk < 100 << 20, f"{monitor.peak_disk >> 20} MiB on the host disk"
+    assert not (out / ".scratch").exists()
+    big = [p for p in out.rglob("*") if p.is_file() and p.stat().st_size > 16 << 20]
+    assert big == [], big
+
+
+def test_output_is_capped_per_submission(attack_run: tuple[Path, dict[str, Any]]) -> None:
+    """400 cells that print 64 KiB each (each within the per-cell cap): the submission's total
+    output is capped, so its autograded notebook and its feedback stay small."""
+    out, _ = attack_run
+    graded = out / "autograded" / "t7_output_cells" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    feedback = out / "feedback" / "t7_output_cells" / ASSIGNMENT / f"{ASSIGNMENT}.html"
+    assert graded.stat().st_size < 2 << 20, f"autograded: {graded.stat().st_size >> 10} KiB"
+    assert feedback.stat().st_size < 2 << 20, f"feedback: {feedback.stat().st_size >> 10} KiB"
+
+
+def test_grading_workers_stay_small(monitored_run: tuple[Path, dict[str, Any], Monitor]
+                                    ) -> None:
+    """A reply of one 8 MiB blob referenced 300 times (and every other attack) leaves the
+    trusted workers small: their peak resident memory stays under 1.5 GiB."""
+    _, results, monitor = monitored_run
+    assert "t7_blob" in results
+    assert 0 < monitor.peak_rss < 3 << 29, f"a worker peaked at {monitor.peak_rss >> 20} MiB"

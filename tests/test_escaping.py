@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -464,3 +465,27 @@ def test_a_cached_grader_failure_is_graded_again(tmp_path: Path) -> None:
         result = grading.StudentResult("ann", ASSIGNMENT, problems=problems, digest=task.digest)
         path.write_text(json.dumps(asdict(result)), "utf-8")
         assert (grading._cached(tmp_path, task) is not None) == kept
+
+
+def test_student_classes_cannot_borrow_the_pages_css() -> None:
+    """Only the classes nbconvert's renderer writes survive: a student's own could draw, with
+    the page's CSS, a fixed banner over the real feedback."""
+    from autograder.engine.untrusted import safe_html
+
+    cleaned = safe_html('<div class="navbar-fixed-top modal">FAKE: 100/100</div>'
+                        '<span class="k">def</span>')
+    assert "navbar" not in cleaned and "modal" not in cleaned
+    assert '<span class="k">' in cleaned
+
+
+def test_feedback_pages_load_no_script_and_nothing_remote() -> None:
+    """The feedback page has no script (MathJax's TeX extensions could restyle a student's
+    inert text) and no remote address: formulas show as TeX."""
+    from autograder.engine.grade import _html
+
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "markdown", "metadata": {}, "id": "a",
+         "source": "$\\style{cursor:url(https://example.invalid/c.png),auto}{x}$"}]}
+    page = _html(nb)
+    assert "<script" not in page.lower()
+    assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", page, re.IGNORECASE)

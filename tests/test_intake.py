@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder.engine.intake import DEFAULT_LMS_REGEX, STUDENT_ID, Intake, gather
+from autograder.engine.intake import (
+    STUDENT_ID,
+    Intake,
+    download_pattern,
+    gather,
+)
 
 A = "ex01"
 LMS = "ps1_{}_attempt_{}_{}"  # the naming of nbgrader's zip_collect documentation
@@ -97,7 +102,8 @@ def test_lms_folder_latest_attempt_wins(tmp_path: Path, dest: Path) -> None:
     assert intake == Intake(
         notebooks=staged(dest, "bob", "hacker"),
         problems={"mystery.ipynb": [
-            f"file name does not match the LMS pattern {DEFAULT_LMS_REGEX}"]},
+            "file name does not match the LMS pattern "
+            f"{download_pattern(['ps1_bob_attempt_2016-01-30-15-30-10_x']).pattern}"]},
         notes={
             "bob": ["ignored ps1_bob_attempt_2016-01-30-16-30-10_jupyter.png (not a notebook)",
                     "ignored ps1_bob_attempt_2016-01-30-15-30-10_ex01.ipynb (earlier attempt)"],
@@ -348,3 +354,20 @@ def test_names_that_are_not_utf8(tmp_path: Path, dest: Path) -> None:
         "alice": b"alice", "bob": b"bob"}
     assert intake.problems == {bad_folder: [f"invalid student id {bad_folder!r}"]}
     assert f"ignored {bad_file} (not a notebook)" in intake.notes["bob"]
+
+
+def test_a_user_name_with_underscores_is_one_student(tmp_path: Path, dest: Path) -> None:
+    """Blackboard user ``bob_alice`` uploads later than ``alice``: the download's title (the one
+    most names give) splits the name, so bob_alice's file is bob_alice's, and alice keeps hers."""
+    src = tmp_path / "downloaded"
+    title = "ex01_overfitting"
+    write(src / f"{title}_alice_attempt_2026-12-01-10-00-00_{A}.ipynb", b"alice")
+    write(src / f"{title}_carol_attempt_2026-12-01-11-00-00_{A}.ipynb", b"carol")
+    write(src / f"{title}_bob_alice_attempt_2026-12-02-10-00-00_{A}.ipynb", b"bob_alice")
+
+    intake = gather(src, A, dest)
+
+    assert set(intake.notebooks) == {"alice", "bob_alice", "carol"}, intake
+    assert intake.notebooks["alice"].read_bytes() == b"alice"
+    assert intake.notebooks["bob_alice"].read_bytes() == b"bob_alice"
+    assert not intake.problems and not intake.flags, intake

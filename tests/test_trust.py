@@ -285,6 +285,17 @@ def surrogate():
     return "x\\ud800"
 def many(f, n):
     return [f(i) for i in range(n)]
+def call_with_list(model):
+    try:
+        model([[1.0, 2.0, 3.0, 4.0]])
+    except TypeError as err:
+        return str(err)
+    return "ran"
+def train_and_hide(model):
+    import autograder.engine.wire as w
+    model.train()
+    w.grader_modes = lambda token: []  # a patched runner that drops the copies' flags
+    return 1
 '''
         reply, _ = sandbox.request({"op": "cell", "source": code, "name": "<cell 1>"})
         assert reply["error"] is None, reply
@@ -427,3 +438,30 @@ def test_integrity_findings_per_cell(tmp_path: Path) -> None:
     for word in ("builtins", "divmod", "excepthook", "ex04.check_counts_by_rate",
                  "numpy.testing.assert_allclose"):
         assert word in found, dirty["integrity"]
+
+
+@pytest.mark.slow
+def test_a_recorded_model_takes_tensors_only(session: Any) -> None:
+    """A grader-run model called on anything but tensors refuses in the sandbox (TypeError):
+    the grader never runs its model on an object of the sandbox, nor on a huge input."""
+    from dropout_course.checks.modules import ForwardRecorder
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    with ForwardRecorder(model) as recorder:
+        said = session.fn("call_with_list")(model)
+    assert "tensors only" in said, said
+    assert recorder.calls == []
+
+
+@pytest.mark.slow
+def test_a_reply_must_report_every_recorded_models_modes(session: Any) -> None:
+    """A runner patched to leave a grader-run model's flags out of its reply (so that the grader
+    would keep the modes it had) gives a malformed reply, never "nothing changed"."""
+    from dropout_course.checks.modules import ForwardRecorder
+
+    from autograder.engine.remote import ProtocolViolation
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5)).eval()
+    with ForwardRecorder(model), pytest.raises(ProtocolViolation, match="every module"):
+        session.fn("train_and_hide")(model)
+    assert session.sandbox.gone is not None and session.sandbox.gone.reason == "protocol"

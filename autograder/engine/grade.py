@@ -350,8 +350,9 @@ def _html(nb_json: dict[str, Any]) -> str:
 
     exporter = _WORKER.get("exporter")
     if exporter is None:
-        exporter = HTMLExporter(template_name="classic", sanitize_html=True,
-                                filters={"clean_html": safe_html})
+        exporter = HTMLExporter(template_name="feedback", extra_template_basedirs=[
+            str(Path(__file__).resolve().parent / "templates")], sanitize_html=True,
+            filters={"clean_html": safe_html})
         exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
         _WORKER["exporter"] = exporter
     body, _ = exporter.from_notebook_node(nbformat.from_dict(nb_json))

@@ -29,6 +29,7 @@ import shutil
 import stat
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,29 @@ from pathlib import Path
 # replaced the victim's real submission.
 DEFAULT_LMS_REGEX = (r"(?P<assignment>.+?)_(?P<student_id>[A-Za-z0-9][A-Za-z0-9.-]*)"
                      r"_attempt_(?P<timestamp>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})_(?P<file_id>.+)")
+
+
+def download_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """The default pattern fitted to one LMS download: its assignment title, fixed.
+
+    Blackboard writes ``<title>_<user>_attempt_<time>_<file name>``, and user names may hold
+    underscores, so one name alone cannot say where the title ends (``ex01_bob_alice_...`` is
+    user ``bob_alice`` or user ``alice`` of title ``ex01_bob``). Every file of a download has the
+    same title, so the title is the one most names give under the strict parse (ids without
+    underscores; ties: the shortest); the id is then everything up to the first
+    ``_attempt_<time>_`` after it. A name that does not start with that title matches nothing
+    and is reported, never attributed.
+    """
+    strict = re.compile(DEFAULT_LMS_REGEX)
+    titles = Counter(m.group("assignment") for n in names if (m := strict.match(n)))
+    if not titles:
+        return strict
+    top = max(titles.values())
+    title = min((t for t, c in titles.items() if c == top), key=lambda t: (len(t), t))
+    return re.compile(re.escape(title) + r"_(?P<student_id>[A-Za-z0-9][A-Za-z0-9_.-]*?)"
+                      r"_attempt_(?P<timestamp>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})"
+                      r"_(?P<file_id>.+)")
+
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """What a student id (and an assignment name) must fully match: no separators, no leading dot."""
@@ -145,14 +169,19 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
         if _is_nbgrader_layout(entries, pattern):
             groups = _nbgrader_candidates(entries, assignment, pattern, intake)
         else:
+            if lms_regex is None:
+                pattern = download_pattern(p.name for p in entries)
             groups = _folder_candidates(entries, pattern, intake)
-            _flag_imitations(groups, pattern, intake)
+            _flag_imitations(groups, pattern, intake, lms_regex is None)
         _stage_all(groups, assignment, dest, intake, _copy_file, max_bytes)
     elif source.is_file() and zipfile.is_zipfile(source):
         try:
             with zipfile.ZipFile(source) as zf:
+                if lms_regex is None:
+                    pattern = download_pattern(re.split(r"[/\\]", i.filename)[-1]
+                                               for i in zf.infolist())
                 groups = _zip_candidates(zf, pattern, intake)
-                _flag_imitations(groups, pattern, intake)
+                _flag_imitations(groups, pattern, intake, lms_regex is None)
                 _stage_all(groups, assignment, dest, intake, _zip_copier(zf), max_bytes)
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{source} is not a readable zip file: {exc}") from exc
@@ -309,14 +338,13 @@ def _imitated(file_id: str, pattern: re.Pattern[str]) -> str | None:
 
 
 def _flag_imitations(groups: dict[str, list[_Candidate]], pattern: re.Pattern[str],
-                     intake: Intake) -> None:
+                     intake: Intake, default: bool) -> None:
     """Flag every upload whose own file name is another LMS name, and tell the student it names.
 
     Under the default (Blackboard) pattern any such name is flagged: no honest file is called
     `..._<id>_attempt_<YYYY-MM-DD-HH-MM-SS>_...`. Under a custom pattern, which may be loose
     enough to parse ordinary names, only one that names another student of this download is.
     """
-    default = pattern.pattern == DEFAULT_LMS_REGEX
     for uploader in sorted(groups):
         for c in groups[uploader]:
             if c.imitates is None or not (default or (c.imitates in groups

@@ -84,7 +84,7 @@ class _Frame:
         self.protected: set[int] = set()
         self.modules: set[int] = set()
         self.tokens: list[int] = []
-        self.modes: list[tuple[torch.nn.Module, dict[str, bool]]] = []
+        self.modes: list[tuple[int, torch.nn.Module, dict[str, bool]]] = []
 
     def add(self, memo: dict[int, Any], dumper: _Dumper) -> None:
         self.memo.update(memo)
@@ -97,10 +97,32 @@ class _Frame:
     def restore_modes(self) -> None:
         """Put every grader-run model back in the modes it had when it was sent: the copy's
         final flags (the call's reported changes) are applied on top of these."""
-        for model, modes in self.modes:
+        for _token, model, modes in self.modes:
             for name, module in model.named_modules():
                 if name in modes:
                     module.training = modes[name]
+
+    def apply_reported_modes(self, report: Any) -> None:
+        """Set every grader-run model to the flags its copy ended the call with. The reply must
+        give all of them, for every submodule: one that leaves a model out (as a patched runner
+        that drops its changes would) is malformed, not "nothing changed"."""
+        if not self.modes:
+            return
+        if not isinstance(report, list) or not all(
+                isinstance(item, list) and len(item) == 2 and type(item[0]) is int
+                and isinstance(item[1], list) for item in report):
+            raise wire.WireError("malformed report of the models' modes")
+        given = {item[0]: item[1] for item in report}
+        for token, model, _ in self.modes:
+            flags = given.get(token)
+            modules = dict(model.named_modules())
+            if flags is None or not all(
+                    isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
+                    and type(f[1]) is bool for f in flags) or {f[0] for f in flags} != set(
+                        modules):
+                raise wire.WireError("the reply does not report every module's mode")
+            for name, flag in flags:
+                modules[name].training = flag
 
 
 class Session:
@@ -210,6 +232,7 @@ class Session:
                 self._update_mirrors(header.get("modules") or {}, decoder)
                 for change in header.get("sync") or []:
                     _apply_change(change, frame, decoder)
+                frame.apply_reported_modes(header.get("grader_modes"))
                 wire.set_rng(decoder.decode(header["rng"]))
                 notes = header.get("notes") or []
                 self.notes += [wire.clean_text(str(n))[:300] for n in notes][:20]
@@ -261,15 +284,19 @@ class Session:
                 raise wire.WireError("malformed callback arguments")
             target = self.live.get(token)
             modules: dict[str, torch.nn.Module] = {}
+            refused: str | None = None
             if isinstance(target, torch.nn.Module):
                 modules = dict(target.named_modules())
                 if name not in modules or any(n not in modules for n, _ in modes):
                     raise wire.WireError("a callback for a module the model does not have")
+                refused = _refused_forward_inputs(args, kwargs)
             elif name:
                 raise wire.WireError("a callback for a module of something else")
             wire.set_rng(decoder.decode(header["rng"]))
         value, error = None, None
-        if target is None:
+        if refused is not None:
+            error = TypeError(refused)
+        elif target is None:
             error = RuntimeError("this object of the checks was sent for another call; it can "
                                  "only be used during the call it was passed to")
         elif self.depth >= MAX_CALLBACK_DEPTH:
@@ -281,7 +308,9 @@ class Session:
                 if modules:
                     for n, flag in modes:
                         modules[n].training = flag
-                    with torch.set_grad_enabled(grad):
+                    # Autograd only where the check itself asked for it: a graph the sandbox
+                    # asks for would cost this process memory for activations it never uses.
+                    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
                         value = modules[name](*args, **kwargs)
                 else:
                     value = target(*args, **kwargs)
@@ -525,7 +554,8 @@ class _Dumper(pickle.Pickler):
         token = self.tokens.get(id(top))
         if token is None:
             token = self.tokens[id(top)] = self.session._token(top, self.frame)
-            self.frame.modes.append((top, {n: m.training for n, m in top.named_modules()}))
+            self.frame.modes.append(
+                (token, top, {n: m.training for n, m in top.named_modules()}))
         # Hooks stay here: they run around the grader's own forward, never in the sandbox.
         state = {k: (type(v)() if "hooks" in k and isinstance(v, dict) else v)
                  for k, v in vars(obj).items()}
@@ -634,6 +664,23 @@ def _apply_change(change: list[Any], frame: _Frame, decoder: wire.Decoder) -> No
         obj.bit_generator.state = decoder.decode(change[2])
     else:
         raise ProtocolViolation(f"a change of kind {kind!r} to a {type(obj).__name__}")
+
+
+MAX_FORWARD_INPUT_BYTES = 16 << 20  # the checks' own inputs are a few KiB
+
+
+def _refused_forward_inputs(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why a grader-run model must not run on these inputs (None: it may). It is only ever
+    called on tensors (what the checks' models take), of a bounded size: anything else is
+    refused before this process runs the model (an object of the sandbox would run student code
+    inside the grader's forward; a huge input would cost this process many times its size)."""
+    if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+        return "the checks' models take tensors only (call model(batch) with a tensor)"
+    size = sum(a.numel() * a.element_size() for a in args)
+    if size > MAX_FORWARD_INPUT_BYTES:
+        return (f"the checks' models take at most {MAX_FORWARD_INPUT_BYTES >> 20} MiB of input "
+                f"at once, not {size >> 20} MiB")
+    return None
 
 
 def remote_error(err: dict[str, Any], session: Session) -> BaseException:

@@ -120,7 +120,19 @@ def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
         return value if _IMAGE_DATA.match(value.strip()) else None
     if attribute in ("href", "cite"):
         return value if _LINK.match(value.strip()) else None
+    if attribute == "class":
+        # Only the classes nbconvert's renderer writes (code highlighting, heading anchors): a
+        # student's own could borrow the page's CSS (e.g. Bootstrap's fixed navbar drawn over
+        # the real feedback).
+        kept = [c for c in value.split()
+                if _RENDERER_CLASS.fullmatch(c) and c not in _PAGE_CLASSES]
+        return " ".join(kept) or None
     return value
+
+
+_RENDERER_CLASS = re.compile(r"highlight|hll|anchor-link|hl-[\w-]+|language-[\w+-]+|"
+                             r"[a-z]{1,2}[a-z0-9]?")
+_PAGE_CLASSES = frozenset({"in", "nav", "btn", "row", "col", "img", "tab", "top", "fa"})
 
 
 @cache

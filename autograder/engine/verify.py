@@ -16,6 +16,8 @@ import contextlib
 import io
 import json
 import re
+import struct
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -238,6 +240,7 @@ class Run:
         self.session: Any = None
         self.sandbox: Sandbox | None = None
         self.printed = 0  # characters of cell output kept so far, over every (re)start
+        self.builtins: tuple[int, int] | None = None  # (address, version) before student code
 
     def start(self) -> dict[str, Any]:
         """Start the sandbox, run the cells, and return the names to bind (proxies)."""
@@ -264,8 +267,36 @@ class Run:
             reply = self.cap_output(reply, name.strip("<>"))
             if index >= 0:
                 self.outputs[index] = reply
+            else:
+                self.builtins = self.watch_builtins(reply)
             self.note_integrity(reply, name.strip("<>"))
+            self.check_builtins(name.strip("<>"))
         return self.bind()
+
+    def watch_builtins(self, reply: dict[str, Any]) -> tuple[int, int] | None:
+        """(address, version) of the sandbox's builtins dict, read after a setup cell, before
+        any student code ran in this sandbox (so the address the runner gives is its own)."""
+        address = reply.get("builtins_at")
+        pid = getattr(self.sandbox, "runner_pid", None)
+        if type(address) is not int or not isinstance(pid, int):
+            return None
+        version = builtins_version(pid, address)
+        return None if version is None else (address, version)
+
+    def check_builtins(self, where: str) -> None:
+        """Flag a change to the sandbox's builtins module, seen from outside the sandbox: CPython
+        gives every dict a version number that moves on each change to it (PEP 509), and the
+        grader reads the builtins dict's number in the runner's memory itself, where no code in
+        the sandbox can forge the answer."""
+        pid = getattr(self.sandbox, "runner_pid", None)
+        if self.builtins is None or not isinstance(pid, int):
+            return
+        address, version = self.builtins
+        now = builtins_version(pid, address)
+        if now is not None and now != version:
+            self.outcome.flag("tampering", f"{where}: changed the builtins module (seen from "
+                              "outside the sandbox, in its process's memory)")
+            self.builtins = (address, now)
 
     def cap_output(self, reply: dict[str, Any], where: str) -> dict[str, Any]:
         """Keep a cell's output only while the whole submission's output stays within
@@ -330,6 +361,7 @@ class Run:
         proc = self.sandbox.proc if self.sandbox is not None else None
         if proc is None or proc.poll() is not None:
             return
+        self.check_builtins("during the tests")
         live = getattr(self.sandbox, "live_processes", None)
         if live is not None:
             with contextlib.suppress(OSError):
@@ -355,6 +387,27 @@ class Run:
 
 
 # --------------------------------------------------------------------------- trusted tests
+
+# Where CPython 3.11-3.13 keep a dict's version number (PEP 509's ma_version_tag): after the
+# object header (refcount, type) and ma_used. The sandbox runs this interpreter's own build.
+_DICT_VERSION_OFFSET = 24
+_WATCH_BUILTINS = sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (
+    3, 13) and struct.calcsize("P") == 8
+
+
+def builtins_version(pid: int, address: int) -> int | None:
+    """The version number of the dict at ``address`` in process ``pid`` (read from
+    /proc/PID/mem, which needs root or the same uid), or None where it cannot be read."""
+    if not _WATCH_BUILTINS:
+        return None
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            mem.seek(address + _DICT_VERSION_OFFSET)
+            data = mem.read(8)
+    except (OSError, OverflowError, ValueError):
+        return None
+    return struct.unpack("<Q", data)[0] if len(data) == 8 else None
+
 
 def trusted_namespace(plan: Plan) -> dict[str, Any]:
     """Run the released setup cells here (course code only) and return their namespace."""
