@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book student-kit test test-quick test-browser calibrate test-cuda time-dropout lab release grade-demo grade benchmark lint clean
+.PHONY: help venv book student-kit test test-quick test-browser calibrate test-cuda time-dropout lab release course grade-demo grade benchmark lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
@@ -25,9 +25,13 @@ help:
 	@echo "make time-dropout [ARGS=\"--device cuda --quick\"]  time a training step with/without dropout"
 	@echo "make lab         students: JupyterLab on exercises/ with nbgrader's Validate button"
 	@echo "make release     instructors: regenerate exercises/ from solutions/"
-	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a folder of submissions (A=all: every exercise)"
+	@echo "make course      instructors: the course folder (COURSE=course) ready for a term: gradebook, exercises"
+	@echo "make grade A=ex01_overfitting S=path/to/submitted  autograde a class folder into the course folder"
+	@echo "                 COURSE=course (default; nbgrader's course directory: gradebook, feedback, grades.csv)"
+	@echo "                 A=all: every exercise; STUDENT=id[,id]: regrade only them; GRADE_ARGS=\"--due ...\""
 	@echo "make grade-demo  autograde the demo submissions into _build/grading/"
 	@echo "make benchmark   stock nbgrader vs the sandboxed command, and one full submission's latency"
+	@echo "make clean       delete _build/ (book, kit, demo runs); never the course folder (grades)"
 
 venv: $(STAMP)
 
@@ -82,8 +86,17 @@ lab: $(STAMP)
 release: $(STAMP)
 	$(BIN)/python -m autograder.engine.release
 
+# The course folder is the instructor's and persistent (git-ignored; `make clean` keeps it).
+COURSE ?= course
+STUDENT ?=
+GRADE_ARGS ?=
+# Before the term: the course folder with every exercise in its gradebook (release, students).
+course: $(STAMP)
+	$(BIN)/python -m autograder.engine.grade all --prepare --course $(COURSE) $(GRADE_ARGS)
+
 grade: $(STAMP)
-	$(BIN)/python -m autograder.engine.grade $(A) $(S) --out _build/grading/$(A)
+	$(BIN)/python -m autograder.engine.grade $(A) $(S) --course $(COURSE) \
+		$(if $(STUDENT),--student $(STUDENT)) $(GRADE_ARGS)
 
 grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
@@ -94,5 +107,6 @@ benchmark: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext chapters/_scripts
 
+# Only build outputs: the course folder (COURSE, gradebooks and grades) is never deleted here.
 clean:
 	rm -rf _build

@@ -3,6 +3,7 @@ staged in nbgrader's submitted layout, without trusting file names, sizes or zip
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
 import struct
@@ -371,3 +372,92 @@ def test_a_user_name_with_underscores_is_one_student(tmp_path: Path, dest: Path)
     assert intake.notebooks["alice"].read_bytes() == b"alice"
     assert intake.notebooks["bob_alice"].read_bytes() == b"bob_alice"
     assert not intake.problems and not intake.flags, intake
+
+
+# --------------------------------------------------------------------------- submission times
+
+def exchange_timestamp(when: datetime.datetime, zone: str = "UTC") -> str:
+    """timestamp.txt as `nbgrader submit` writes it: its exchange's own format and timezone."""
+    from dateutil.tz import gettz
+    from nbgrader.exchange.abc.exchange import Exchange
+
+    return when.astimezone(gettz(zone)).strftime(Exchange.timestamp_format.default_value)
+
+
+def test_timestamp_txt_of_nbgrader_layout(tmp_path: Path, dest: Path) -> None:
+    """The issue: 'collect keeps timestamp.txt, but the grading command ignores it'."""
+    src = tmp_path / "submitted"
+    utc = datetime.UTC
+    alice_at = datetime.datetime(2026, 1, 10, 12, 30, 5, 250_000, tzinfo=utc)
+    bob_at = datetime.datetime(2026, 1, 15, 11, 0, tzinfo=utc)
+    write(src / "alice" / A / f"{A}.ipynb", b"alice")
+    stamp = exchange_timestamp(alice_at).encode()
+    write(src / "alice" / A / "timestamp.txt", stamp)
+    write(src / "bob" / A / f"{A}.ipynb", b"bob")
+    write(src / "bob" / A / "timestamp.txt", exchange_timestamp(bob_at, "Europe/Berlin").encode())
+    write(src / "carol" / A / f"{A}.ipynb", b"carol")  # handed in without one
+
+    intake = gather(src, A, dest)
+
+    assert intake == Intake(notebooks=staged(dest, "alice", "bob", "carol")), (
+        "timestamp.txt must not be reported as an ignored file")
+    assert intake.timestamps == {"alice": alice_at, "bob": bob_at}
+    assert all(t.tzinfo is not None and t.utcoffset() == datetime.timedelta(0)
+               for t in intake.timestamps.values())
+    assert (dest / "alice" / A / "timestamp.txt").read_bytes() == stamp, "staged as collected"
+    assert not (dest / "carol" / A / "timestamp.txt").exists()
+
+    (src / "alice" / A / "timestamp.txt").unlink()
+    again = gather(src, A, dest)
+    assert "alice" not in again.timestamps
+    assert not (dest / "alice" / A / "timestamp.txt").exists(), "a stale staged time was kept"
+
+
+@pytest.mark.parametrize("content", [b"", b"next tuesday", b"2026-13-45 99:00:00", b"\xff\xfe",
+                                     b"2026-01-10 " * 200])
+def test_malformed_timestamp_txt_is_a_note(tmp_path: Path, dest: Path, content: bytes) -> None:
+    src = tmp_path / "submitted"
+    write(src / "alice" / A / f"{A}.ipynb", b"alice")
+    write(src / "alice" / A / "timestamp.txt", content)
+
+    intake = gather(src, A, dest)
+
+    assert intake.notebooks == staged(dest, "alice"), "the notebook is still graded"
+    assert intake.timestamps == {} and intake.problems == {}
+    [note] = intake.notes["alice"]
+    assert note.startswith("timestamp.txt ") and "no submission time recorded" in note
+    assert not (dest / "alice" / A / "timestamp.txt").exists()
+
+
+def test_lms_attempt_time(tmp_path: Path, dest: Path) -> None:
+    """Blackboard's attempt time, read by its exact format (nbgrader's parse_utc takes the
+    last `-05` of 2016-01-05-03-04-05 for a zone and reads 08:04... as the time)."""
+    src = tmp_path / "downloaded"
+    write(src / LMS.format("bob", "2016-01-04-23-00-00", f"{A}.ipynb"), b"bob-1")
+    write(src / LMS.format("bob", "2016-01-05-03-04-05", f"{A}.ipynb"), b"bob-2")
+    write(src / LMS.format("eve", "2016-12-11-23-59-59", f"{A}.ipynb"), b"eve")
+
+    intake = gather(src, A, dest)
+
+    assert intake.timestamps == {
+        "bob": datetime.datetime(2016, 1, 5, 3, 4, 5, tzinfo=datetime.UTC),
+        "eve": datetime.datetime(2016, 12, 11, 23, 59, 59, tzinfo=datetime.UTC)}
+    assert not (dest / "bob" / A / "timestamp.txt").exists(), "only notebooks are staged"
+
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(LMS.format("bob", "2016-01-05-03-04-05", f"{A}.ipynb"), b"bob")
+    assert gather(archive, A, tmp_path / "z").timestamps == {"bob": intake.timestamps["bob"]}
+
+
+def test_custom_lms_regex_timestamp_group(tmp_path: Path, dest: Path) -> None:
+    src = tmp_path / "canvas"
+    write(src / f"alice--2026-01-10T12:00:00+01:00--{A}.ipynb", b"alice")
+    write(src / f"bob--soon--{A}.ipynb", b"bob")
+    regex = r"(?P<student_id>[a-z]+)--(?P<timestamp>[^-]+(?:-[^-]+)*?)--(?P<file_id>.+)"
+
+    intake = gather(src, A, dest, lms_regex=regex)
+
+    assert intake.notebooks == staged(dest, "alice", "bob")
+    assert intake.timestamps == {"alice": datetime.datetime(2026, 1, 10, 11, tzinfo=datetime.UTC)}
+    assert any("no submission time recorded" in n for n in intake.notes["bob"])

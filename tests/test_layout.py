@@ -42,9 +42,11 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_the_tree_shows_what_ships_to_students() -> None:
-    """autograder/ holds three parts: student (a package with its pyproject), engine, demo."""
+    """autograder/ holds four parts: student (a package with its pyproject), engine, demo, and
+    deploy (the scheduler recipes instructors run)."""
     top = {p.name for p in (ROOT / "autograder").iterdir() if p.name != "__pycache__"}
-    assert top == {"__init__.py", "nbgrader_config.py", "student", "engine", "demo"}, top
+    assert top == {"__init__.py", "nbgrader_config.py", "student", "engine", "demo",
+                   "deploy"}, top
     assert (ROOT / "autograder" / "student" / "pyproject.toml").is_file()
     assert {p.name for p in (ROOT / "autograder" / "student" / "src").iterdir()
             if not p.name.endswith(".egg-info")} == {"dropout_course"}

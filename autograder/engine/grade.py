@@ -2,22 +2,34 @@
 
 Usage::
 
-    python -m autograder.engine.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS --out OUT
-                               [--jobs N] [--db-url URL] [--allow-weaker-sandbox NAME[,NAME]|all]
+    python -m autograder.engine.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS [--course DIR]
+        [--student ID[,ID]] [--due ISO8601] [--shard K/N] [--jobs N] [--db-url URL]
+        [--allow-weaker-sandbox NAME[,NAME]|all]
 
-``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``), or, for one
+``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``, with nbgrader's
+``timestamp.txt`` and ``submission_secret.txt`` when ``nbgrader collect`` made it), or, for one
 assignment, a folder or ``.zip`` of files downloaded from an LMS, named per nbgrader's
-zip-collect conventions (``--lms-regex``). Several assignments (or ``all``) are graded in one
-run by one pool of workers: a student's full submission is graded at once, and one gradebook
-holds every assignment. Each submission's code runs in an operating-system sandbox
-(``autograder/engine/sandbox.py``); its tests, hidden ones included, run in a trusted worker process
-that calls the student's functions in the sandbox and judges the plain data that comes back
-(``autograder/engine/verify.py``). ``OUT`` becomes an nbgrader course directory holding the
-gradebook (sqlite by default, or ``--db-url``), ``autograded/`` and
-``feedback/<student>/<ASSIGNMENT>/*.html``,
-``grades.csv`` (one row per assignment and student: totals and one column per graded cell,
-flags and problems), ``scores_by_test.csv`` and ``report.txt``. Running it again resumes: a
-submission already graded (same file) is not graded twice; ``--force`` regrades all.
+zip-collect conventions (``--lms-regex``). A folder that is one student's own
+(``alice/ex01_overfitting/...``) is refused: pass the class folder and ``--student alice``.
+Several assignments (or ``all``) are graded in one run by one pool of workers: a student's full
+submission is graded at once, and one gradebook holds every assignment. Each submission's code
+runs in an operating-system sandbox (``autograder/engine/sandbox.py``); its tests, hidden ones
+included, run in a trusted worker process that calls the student's functions in the sandbox and
+judges the plain data that comes back (``autograder/engine/verify.py``).
+
+The course folder ``DIR`` (``--course``; default ``$DROPOUT_COURSE_DIR``, else ``course/`` at
+the repository root, ignored by git and never deleted by ``make clean``) is the instructor's,
+persistent, standard nbgrader course directory: ``nbgrader_config.py`` (generated: it loads the
+course's ``autograder/nbgrader_config.py``; settings below its marked line are kept), the
+gradebook (sqlite ``gradebook.db``, or ``--db-url``), ``submitted/``, ``autograded/``,
+``feedback/<student>/<ASSIGNMENT>/`` (HTML and ``timestamp.txt``), so that ``nbgrader
+formgrader``, ``export``, ``generate_feedback``, ``release_feedback`` and ``db`` run there with
+nothing else to set up. The class outputs, ``grades.csv`` (one row per assignment and student:
+automatic and manual points, late penalty, submission time, total, one column per graded cell,
+flags and problems), ``scores_by_test.csv`` and ``report.txt``, always cover every submission in
+the gradebook (:func:`write_class_outputs`), so a run on a subset, one ``--student`` or one
+``--shard`` merges into them. Running it again resumes: a submission already graded (same file)
+is not graded twice; ``--force`` regrades all; scores a hand grader set are always kept.
 
 A grader failure is never a student's score. Before anything else the sandbox's self-test
 measures each protection; if one it promises is lost, the command refuses (exit status
@@ -35,19 +47,22 @@ import argparse
 import atexit
 import contextlib
 import csv
+import fcntl
 import hashlib
 import importlib
 import json
 import multiprocessing
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import time
-import warnings
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +81,22 @@ STUDENT_SRC = COURSE_ROOT / "autograder" / "student" / "src"  # the student pack
 MARKER = ".dropout-course-grading"
 EXIT_REFUSED = 3  # the sandbox self-test found a protection lost: nothing was graded
 EXIT_NOT_GRADED = 4  # the run completed, but the grader failed on some submissions
+EXIT_USAGE = 2  # a command line or SUBMISSIONS folder the command refuses (nothing written)
 NOT_ENFORCED = "NOT ENFORCED"
+COURSE_ENV = "DROPOUT_COURSE_DIR"
+SHARD_ENV = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+"""Where ``--shard auto/N`` reads its 0-based index: a Slurm job array's, else a Kubernetes
+Indexed Job's."""
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"  # nbgrader's Exchange.timestamp_format
+# The files nbgrader's exchange keeps with a submission, carried into submitted/, autograded/ and
+# feedback/ (release_feedback reads both from feedback/<student>/<assignment>/).
+SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
+SUBMISSION_FILE_MAX_BYTES = 4096
+
+
+class UsageError(Exception):
+    """A command line or SUBMISSIONS folder the command refuses before writing anything; the
+    message says what to do instead (exit status ``EXIT_USAGE``)."""
 
 
 @dataclass
@@ -86,6 +116,20 @@ class StudentResult:
     grader_error: str | None = None
     """Set when the grader failed on this submission: then it has no score (it is "not
     graded"), is neither recorded in the gradebook nor cached, and a rerun retries it."""
+    auto_score: float = 0.0
+    """Automatic points (cells not overridden by a hand grader), from the gradebook."""
+    manual_score: float = 0.0
+    """Points a hand grader set (formgrader), from the gradebook; ``score`` includes them."""
+    penalty: float = 0.0
+    """nbgrader's late penalty (``LateSubmissionPlugin``), from the gradebook."""
+    late_seconds: float = 0.0
+    timestamp: str = ""
+    """The submission time (ISO 8601, UTC) the gradebook holds, or empty."""
+    total: float | None = None
+    """``score - penalty`` (never below 0); None while a cell waits for a hand grader
+    ("pending" in grades.csv and the report) or when there is no submission."""
+    weaker: list[str] = field(default_factory=list)
+    """The sandbox protections not enforced when this submission was graded."""
 
 
 # --------------------------------------------------------------------------- nbgrader plumbing
@@ -117,13 +161,66 @@ def default_db_url(out: Path) -> str:
     return f"sqlite:///{out / 'gradebook.db'}"
 
 
+def default_course() -> Path:
+    """The course folder when ``--course`` is not given: ``$DROPOUT_COURSE_DIR``, else
+    ``course/`` at the repository root (ignored by git; ``make clean`` never deletes it)."""
+    return Path(os.environ.get(COURSE_ENV) or COURSE_ROOT / "course")
+
+
 def claim_folder(out: Path) -> None:
-    """Create ``out`` (or reuse one this command made, so an interrupted run resumes); a folder
-    this command did not make is never touched."""
+    """Create ``out`` (or reuse one this command made, so an interrupted run resumes and a term
+    accumulates); a folder this command did not make is never touched."""
     if out.exists() and not (out / MARKER).exists() and any(out.iterdir()):
         raise SystemExit(f"{out} exists and was not made by this command: not touching it")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by python -m autograder.engine.grade; safe to delete\n")
+    (out / MARKER).write_text("made by python -m autograder.engine.grade: this course folder "
+                              "holds the gradebook and every grade; do not delete it\n")
+
+
+CONFIG_MARKER = ("# ---- Your own settings go below this line: the grading command rewrites "
+                 "what is above it and keeps the rest ----")
+_CONFIG_HEADER = "# nbgrader configuration of this course folder, generated by"
+
+
+def course_config_text(course: Path, db_url: str | None, own: str = "") -> str:
+    """The text of ``course/nbgrader_config.py``: the course's configuration
+    (``autograder/nbgrader_config.py``, by absolute path), this folder as the course root, the
+    gradebook URL when it is not the default sqlite file, then ``own`` (the instructor's lines,
+    below :data:`CONFIG_MARKER`)."""
+    lines = [
+        f"{_CONFIG_HEADER} `python -m autograder.engine.grade`.",
+        "# nbgrader's commands run in this folder (formgrader, export, generate_feedback,",
+        "# release_feedback, db) find it and see the grading command's gradebook.",
+        "import os",
+        "",
+        "c = get_config()  # noqa: F821",
+        f"load_subconfig('nbgrader_config.py', path={str(CONFIG_DIR)!r})  # noqa: F821",
+        "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))",
+    ]
+    if db_url:
+        lines += [f"c.CourseDirectory.db_url = {db_url!r}",
+                  "# nbgrader's default course id '' breaks PostgreSQL's foreign keys.",
+                  "c.CourseDirectory.course_id = 'default_course'"]
+    return "\n".join([*lines, "", CONFIG_MARKER, own.strip("\n"), ""]).rstrip("\n") + "\n"
+
+
+def write_course_config(course: Path, db_url: str | None) -> Path:
+    """Write ``course/nbgrader_config.py`` (:func:`course_config_text`), keeping whatever is
+    below the marker line of the one there (or all of a hand-written one without it)."""
+    path = course / "nbgrader_config.py"
+    own = ""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if CONFIG_MARKER in text:
+            own = text.split(CONFIG_MARKER, 1)[1]
+        elif not text.startswith(_CONFIG_HEADER):
+            own = text
+    text = course_config_text(course, db_url, own)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path
 
 
 def _source(assignment: str) -> Path:
@@ -133,26 +230,71 @@ def _source(assignment: str) -> Path:
     return source
 
 
-def nbgrader_api(out: Path, db_url: str | None = None) -> Any:
-    """nbgrader's own API on the course directory ``out``, with the course's configuration."""
-    from nbgrader.apps.api import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
+def load_course_config(out: Path, db_url: str | None = None) -> Any:
+    """The traitlets config nbgrader's commands see in the course folder ``out`` (its
+    ``nbgrader_config.py`` when there is one, else the course's), with ``out`` as the root
+    and ``db_url`` (when given) as the gradebook."""
     from traitlets.config.loader import PyFileConfigLoader
 
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(CONFIG_DIR)).load_config()
+    folder = out if (out / "nbgrader_config.py").is_file() else CONFIG_DIR
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(folder)).load_config()
     config.CourseDirectory.root = str(out)
     if db_url:
         config.CourseDirectory.db_url = db_url
         # nbgrader's default course id '' breaks PostgreSQL's foreign keys (its assignments
         # belong to "default_course"); sqlite does not check them.
         config.CourseDirectory.course_id = "default_course"
+    return config
+
+
+def nbgrader_api(out: Path, db_url: str | None = None) -> Any:
+    """nbgrader's own API on the course directory ``out``, with the course's configuration."""
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    config = load_course_config(out, db_url)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+# A constant key of PostgreSQL's advisory locks: shards preparing one shared gradebook.
+_PG_LOCK_KEY = int(hashlib.sha256(b"dropout-course prepare_course").hexdigest()[:15], 16)
+
+
+@contextlib.contextmanager
+def _prepare_lock(out: Path, db_url: str | None) -> Any:
+    """Serialise preparing the course: one process at a time per course folder (a file lock)
+    and, on a PostgreSQL gradebook, per gradebook (``pg_advisory_lock``), so that shards that
+    start together never race in nbgrader's ``generate_assignment``."""
+    with (out / ".prepare.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if db_url and db_url.startswith("postgresql"):
+                from sqlalchemy import create_engine, text
+
+                engine = create_engine(db_url)
+                try:
+                    with engine.connect() as conn:
+                        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+                        conn.commit()
+                        try:
+                            yield
+                        finally:
+                            conn.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                         {"k": _PG_LOCK_KEY})
+                            conn.commit()
+                finally:
+                    engine.dispose()
+            else:
+                yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def prepare_course(out: Path, assignments: str | list[str], db_url: str | None = None) -> None:
     """Make ``out`` a course directory with every one of ``assignments`` released into its
     gradebook: ``nbgrader generate_assignment --force`` each, through nbgrader's API in this
-    process (one import of nbgrader for all of them, not one command each).
+    process (one import of nbgrader for all of them, not one command each), one process at a
+    time (:func:`_prepare_lock`).
 
     A folder this command did not create is never touched; one it created is reused, so that an
     interrupted run resumes.
@@ -160,17 +302,20 @@ def prepare_course(out: Path, assignments: str | list[str], db_url: str | None =
     names = [assignments] if isinstance(assignments, str) else list(assignments)
     sources = {a: _source(a) for a in names}
     claim_folder(out)
-    for assignment, source in sources.items():
-        target = out / "solutions" / assignment
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source.parent, target)
-    api = nbgrader_api(out, db_url)
-    for assignment in names:
-        outcome = api.generate_assignment(assignment, force=True)
-        if not outcome["success"]:
-            raise RuntimeError(f"generate_assignment {assignment} failed:\n"
-                               f"{(outcome.get('error') or outcome.get('log') or '')[-4000:]}")
+    if not (out / "nbgrader_config.py").is_file():
+        write_course_config(out, db_url)
+    with _prepare_lock(out, db_url):
+        for assignment, source in sources.items():
+            target = out / "solutions" / assignment
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source.parent, target)
+        api = nbgrader_api(out, db_url)
+        for assignment in names:
+            outcome = api.generate_assignment(assignment, force=True)
+            if not outcome["success"]:
+                raise RuntimeError(f"generate_assignment {assignment} failed:\n"
+                                   f"{(outcome.get('error') or outcome.get('log') or '')[-4000:]}")
 
 
 def skip_iri_grammar() -> None:
@@ -374,34 +519,57 @@ def start_workers(jobs: int) -> ProcessPoolExecutor:
 
 # --------------------------------------------------------------------------- gradebook
 
-def record(gb: Any, result: StudentResult) -> None:
+def record(gb: Any, result: StudentResult, timestamp: datetime | str | None = None,
+           answers: Mapping[str, str] | None = None) -> None:
     """Write one student's scores for ``result.assignment`` into the nbgrader gradebook
-    (idempotent)."""
-    from nbgrader.api import MissingEntry
+    (idempotent; a hand grader's scores are kept): :func:`autograder.engine.gradebook.record`."""
+    from autograder.engine import gradebook
 
-    gb.update_or_create_student(result.student)
-    try:
-        gb.find_submission(result.assignment, result.student)
-    except MissingEntry:
-        with warnings.catch_warnings():
-            # nbgrader 0.9's add_submission autoflushes before it adds the new rows, and
-            # SQLAlchemy 2 warns "not in session"; the rows are then added and committed.
-            warnings.filterwarnings("ignore", message=".*not in session", module="nbgrader")
-            gb.add_submission(result.assignment, result.student)
-    notebook = gb.find_submission_notebook(result.assignment, result.assignment, result.student)
-    for grade in notebook.grades:
-        score = result.per_test.get(grade.name, 0.0)
-        grade.auto_score = score
-        grade.needs_manual_grade = score is None
-    notebook.flagged = bool(result.flags.get("tampering"))
-    gb.db.commit()
+    gradebook.record(gb, result, timestamp, answers)
+
+
+def submission_totals(gb: Any, assignment: str, student: str) -> Any:
+    """The gradebook's totals of one submission (automatic and manual points, pending cells,
+    lateness, penalty, total, timestamp): :func:`autograder.engine.gradebook.totals`; raises
+    nbgrader's ``MissingEntry`` when there is none."""
+    from autograder.engine import gradebook
+
+    return gradebook.totals(gb, assignment, student)
 
 
 def _fill_totals(gb: Any, result: StudentResult) -> None:
-    result.max_score = float(gb.find_assignment(result.assignment).max_score)
-    auto = [v for v in result.per_test.values() if v is not None]
-    result.score = float(sum(auto))
-    result.manual_pending = sum(v is None for v in result.per_test.values())
+    """Set ``result``'s points from the gradebook: ``score`` = automatic + manual points,
+    ``total`` = score - late penalty (None while a cell waits for a hand grader)."""
+    t = submission_totals(gb, result.assignment, result.student)
+    result.max_score = float(t.max_score)
+    result.auto_score = float(t.auto)
+    result.manual_score = float(t.manual)
+    result.score = float(t.score)
+    result.manual_pending = int(t.pending)
+    result.penalty = float(t.penalty)
+    result.late_seconds = float(t.late_seconds)
+    stamp = t.timestamp
+    if isinstance(stamp, datetime):
+        stamp = (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).astimezone(UTC)
+        result.timestamp = stamp.isoformat()
+    else:
+        result.timestamp = str(stamp or "")
+    result.total = None if result.manual_pending else float(t.total)
+
+
+def _gradebook_per_test(submission: Any) -> dict[str, float | None]:
+    """Each graded cell's points as the gradebook holds them: a hand grader's score, else the
+    automatic one; None for a cell that waits for a hand grader and has no score yet."""
+    per_test: dict[str, float | None] = {}
+    for notebook in submission.notebooks:
+        for g in notebook.grades:
+            if g.manual_score is not None:
+                per_test[g.name] = float(g.manual_score) + float(g.extra_credit or 0.0)
+            elif g.auto_score is None:
+                per_test[g.name] = None
+            else:
+                per_test[g.name] = float(g.auto_score)
+    return per_test
 
 
 # --------------------------------------------------------------------------- the command
@@ -416,6 +584,7 @@ class Task:
     digest: str
     notes: tuple[str, ...] = ()
     flags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (flag word, reasons) from the intake
+    timestamp: datetime | None = None  # when it was submitted (naive UTC), when known
 
 
 def _digest(path: Path) -> str:
@@ -498,22 +667,136 @@ def _not_submitted(folder: Path, assignment: str, others: list[str]) -> bool:
             and any((folder / other).is_dir() for other in others))
 
 
+def shard_of(student: str, n: int) -> int:
+    """The shard (0-based, of ``n``) that grades ``student``: a stable hash of the id alone, so
+    adding or removing a student never moves another one."""
+    return int(hashlib.sha256(student.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) % n
+
+
+def parse_shard(spec: str, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``--shard``'s ``K/N`` as (K, N), 0 <= K < N. K is a number, ``auto`` (the index of a
+    Slurm job array, ``SLURM_ARRAY_TASK_ID``, else of a Kubernetes Indexed Job,
+    ``JOB_COMPLETION_INDEX``) or the name of the environment variable that holds it. Raises
+    ValueError saying what is wrong."""
+    env = os.environ if env is None else env
+    match = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*|\d+)\s*/\s*(\d+)\s*", spec or "")
+    if not match:
+        raise ValueError(f"--shard must be K/N (0 <= K < N), auto/N or VARIABLE/N, not {spec!r}")
+    index, count = match.group(1), int(match.group(2))
+    if count < 1:
+        raise ValueError(f"--shard {spec}: N must be at least 1")
+    if not index.isdigit():
+        names = SHARD_ENV if index == "auto" else (index,)
+        found = next((name for name in names if (env.get(name) or "").strip()), None)
+        if found is None:
+            raise ValueError(f"--shard {spec}: {' and '.join(names)} not set in the "
+                             "environment")
+        value = env[found].strip()
+        if not value.isdigit():
+            raise ValueError(f"--shard {spec}: {found}={value!r} is not a 0-based index")
+        index = value
+    k = int(index)
+    if not 0 <= k < count:
+        raise ValueError(f"--shard {spec}: K is 0-based, 0 <= K <= {count - 1} "
+                         f"(got {k}; Slurm's SLURM_ARRAY_TASK_ID and Kubernetes' "
+                         "JOB_COMPLETION_INDEX count from 0 too)")
+    return k, count
+
+
+def refuse_student_folder(submissions: Path, lms_regex: str | None = None) -> None:
+    """Raise :class:`UsageError` when ``submissions`` looks like ONE student's folder rather
+    than a class folder ``<student>/<assignment>/``: it has a sub-folder named like one of the
+    course's assignments, or notebooks at its top that no LMS file name pattern claims."""
+    from autograder.engine.intake import DEFAULT_LMS_REGEX, STUDENT_ID, download_pattern
+
+    if not submissions.is_dir():
+        return
+    entries = [p for p in submissions.iterdir() if not p.name.startswith(".")]
+    known = set(assignment_names("all"))
+    named = sorted(p.name for p in entries
+                   if p.is_dir() and not p.is_symlink() and p.name in known)
+    notebooks = [p.name for p in entries if p.is_file() and p.suffix.lower() == ".ipynb"]
+    if notebooks and not named:
+        pattern = re.compile(lms_regex) if lms_regex else download_pattern(
+            p.name for p in entries if p.is_file())
+        strict = re.compile(DEFAULT_LMS_REGEX)
+        if any(pattern.match(p.name) or strict.match(p.name) for p in entries if p.is_file()):
+            return  # an LMS download (flat files)
+    elif not named:
+        return
+    what = (f"a folder named like the assignment {named[0]}" if named
+            else f"notebooks at its top ({', '.join(sorted(notebooks)[:3])})")
+    who = submissions.name if STUDENT_ID.fullmatch(submissions.name) else "ID"
+    raise UsageError(
+        f"{submissions} looks like one student's folder ({what}), not a class folder "
+        "<student>/<assignment>/*.ipynb: it would be read as a student named like the "
+        f"assignment. To grade or regrade one student, pass the class folder and --student, "
+        f"e.g.: {submissions.parent} --student {who}. Nothing was graded or written.")
+
+
+def _submission_files(source: Path, staged: Path) -> None:
+    """Copy nbgrader's files kept with a submission (:data:`SUBMISSION_FILES`: the time it was
+    submitted, the secret ``release_feedback`` names the feedback with) from the student's
+    folder ``source`` next to the staged notebook; a stale copy from an earlier run is
+    removed. Small plain files only; never a link."""
+    for name in SUBMISSION_FILES:
+        target = staged / name
+        origin = source / name
+        if (origin.is_file() and not origin.is_symlink()
+                and origin.stat().st_size <= SUBMISSION_FILE_MAX_BYTES):
+            staged.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(origin, target)
+        elif name == "timestamp.txt" or not target.is_file():
+            target.unlink(missing_ok=True)
+
+
+def _read_timestamp(folder: Path) -> datetime | None:
+    """The time in ``folder/timestamp.txt`` (nbgrader's format) as naive UTC, or None."""
+    from nbgrader.utils import parse_utc
+
+    try:
+        text = (folder / "timestamp.txt").read_text(encoding="utf-8").strip()
+        return parse_utc(text) if text else None
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def _stage_timestamp(staged: Path, when: datetime | None) -> None:
+    """Write ``staged/timestamp.txt`` in nbgrader's format when the intake knows the time but no
+    nbgrader ``timestamp.txt`` came with the submission (an LMS download's attempt time)."""
+    if when is not None and not (staged / "timestamp.txt").is_file():
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        (staged / "timestamp.txt").write_text(when.astimezone(UTC).strftime(TIMESTAMP_FORMAT),
+                                              encoding="utf-8")
+
+
 def collect(assignments: list[str], submissions: Path, out: Path, lms_regex: str | None,
-            shard: tuple[int, int]) -> tuple[list[Task], dict[tuple[str, str], StudentResult]]:
-    """Stage every assignment's submissions; return the submissions to grade (this shard's)
-    and a result for each one that cannot be graded."""
+            shard: tuple[int, int] = (0, 1), students: Iterable[str] | None = None
+            ) -> tuple[list[Task], dict[tuple[str, str], StudentResult]]:
+    """Stage every assignment's submissions; return the submissions to grade (this shard's, and
+    only ``students`` when given) and a result for each one of them that cannot be graded."""
     from autograder.engine.intake import gather, is_lms_download
 
     if len(assignments) > 1 and is_lms_download(submissions, lms_regex):
         raise SystemExit("an LMS download holds one assignment's files: grade it with one "
                          "assignment name")
+    lms = is_lms_download(submissions, lms_regex)
+    wanted = None if students is None else set(students)
+    index, count = shard
+
+    def mine(student: str) -> bool:
+        return (wanted is None or student in wanted) and shard_of(student, count) == index
+
     tasks: list[Task] = []
     failed: dict[tuple[str, str], StudentResult] = {}
-    index, count = shard
+    staging = _staging(submissions, out)
     for assignment in assignments:
-        intake = gather(submissions, assignment, out / "submitted", lms_regex)
+        intake = gather(submissions, assignment, staging, lms_regex)
+        stamps = dict(getattr(intake, "timestamps", None) or {})
         others = [a for a in assignments if a != assignment]
         for raw, problems in intake.problems.items():
+            if not mine(raw):
+                continue
             if _not_submitted(submissions / raw, assignment, others):
                 failed[(assignment, raw)] = StudentResult(raw, assignment=assignment,
                                                           problems=["not submitted"])
@@ -523,90 +806,223 @@ def collect(assignments: list[str], submissions: Path, out: Path, lms_regex: str
                 problems=[*intake.notes.get(raw, []), *(f"{p}: not graded" for p in problems)],
                 flags={"malformed": list(problems)})
             _merge_flags(failed[(assignment, raw)], _flag_items(intake.flags.get(raw, {})))
-        for i, student in enumerate(sorted(intake.notebooks)):
-            if i % count == index - 1:
-                path = intake.notebooks[student]
-                tasks.append(Task(assignment, student, path, _digest(path),
-                                  tuple(intake.notes.get(student, [])),
-                                  _flag_items(intake.flags.get(student, {}))))
+        for student in sorted(intake.notebooks):
+            if not mine(student):
+                continue
+            path = intake.notebooks[student]
+            if not lms:
+                folder = submissions / student / assignment
+                _submission_files(folder if folder.is_dir() else submissions / student,
+                                  path.parent)
+            when = stamps.get(student)
+            _stage_timestamp(path.parent, when)
+            if when is None:
+                when = _read_timestamp(path.parent)
+            tasks.append(Task(assignment, student, path, _digest(path),
+                              tuple(intake.notes.get(student, [])),
+                              _flag_items(intake.flags.get(student, {})), when))
     return tasks, failed
+
+
+INTAKE_DIR = ".intake"  # staging when the class folder is the course's own submitted/
+
+
+def _staging(submissions: Path, out: Path) -> Path:
+    """Where the intake stages the notebooks: the course's ``submitted/`` (nbgrader's layout),
+    except when ``submissions`` is that very folder (what ``nbgrader collect`` fills, graded
+    in place), which is then read as it is and staged into a scratch folder beside it."""
+    submitted = out / "submitted"
+    if submissions.resolve() == submitted.resolve():
+        return out / INTAKE_DIR
+    return submitted
 
 
 def _flag_items(flags: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((word, tuple(reasons)) for word, reasons in sorted(flags.items()))
 
 
-def grade(assignments: str | list[str], submissions: Path, out: Path, quiet: bool = False,
-          jobs: int | None = None, db_url: str | None = None, limits: dict[str, Any] | None = None,
-          lms_regex: str | None = None, force: bool = False, shard: tuple[int, int] = (1, 1),
-          allow_weaker: str | tuple[str, ...] | list[str] | None = None
+def grade(assignments: str | list[str], submissions: Path, out: Path | None = None,
+          quiet: bool = False, jobs: int | None = None, db_url: str | None = None,
+          limits: dict[str, Any] | None = None, lms_regex: str | None = None,
+          force: bool = False, shard: tuple[int, int] = (0, 1),
+          allow_weaker: str | tuple[str, ...] | list[str] | None = None,
+          students: Iterable[str] | None = None, due: datetime | str | None = None
           ) -> list[StudentResult]:
-    """Autograde every submission of each of ``assignments`` (one name or a list); write the
-    gradebook, grades, feedback and the report into ``out``. Returns one result per
-    (assignment, student), in the order of ``assignments``, then by student.
+    """Autograde every submission of each of ``assignments`` (one name or a list) in the course
+    folder ``out`` (default :func:`default_course`): its gradebook, autograded notebooks and
+    feedback; then rebuild the class outputs (:func:`write_class_outputs`). Returns one result
+    per (assignment, student) of this run, in the order of ``assignments``, then by student.
 
-    First the sandbox's self-test runs: a protection lost that ``allow_weaker`` (names, a
-    comma-separated string, or ``all``) does not accept raises :class:`SandboxRefusedError`
-    before anything is written. A result whose ``grader_error`` is set was not graded: it is
-    neither in the gradebook nor cached, and the next run grades it again.
+    ``students`` (ids) grades, always anew, only those students' submissions; ``shard`` = (K, N)
+    only the students with :func:`shard_of` == K. Everyone else's results stay as they are.
+    ``due`` sets the assignments' due date in the gradebook (naive = UTC), for nbgrader's late
+    penalty. First the sandbox's self-test runs: a protection lost that ``allow_weaker``
+    (names, a comma-separated string, or ``all``) does not accept raises
+    :class:`SandboxRefusedError` before anything is written; so does a ``submissions`` folder
+    that is one student's own (:class:`UsageError`, :func:`refuse_student_folder`). A result
+    whose ``grader_error`` is set was not graded: it is neither in the gradebook nor cached,
+    and the next run grades it again.
     """
+    from autograder.engine import gradebook as book
+
     started = time.perf_counter()
     skip_iri_grammar()
+    out = default_course().resolve() if out is None else out
     names = [assignments] if isinstance(assignments, str) else list(dict.fromkeys(assignments))
     for name in names:
         _source(name)
+    if not 0 <= shard[0] < shard[1]:
+        raise UsageError(f"shard {shard[0]}/{shard[1]}: K is 0-based, 0 <= K <= {shard[1] - 1}")
+    chosen = None if students is None else sorted({s.strip() for s in students if s.strip()})
+    refuse_student_folder(submissions, lms_regex)
     allowed = allowed_weaker(allow_weaker)
     sandbox_limits = _limits(limits, allowed)
     sandbox = check_sandbox(sandbox_limits, allowed)
     os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
     claim_folder(out)
-    tasks, results = collect(names, submissions, out, lms_regex, shard)
+    write_course_config(out, db_url)
+    tasks, results = collect(names, submissions, out, lms_regex, shard, chosen)
+    _add_missing(results, tasks, names, chosen, shard, submissions)
     done = {}
     for task in tasks:
-        cached = None if force else _cached(out, task)
+        cached = None if force or chosen is not None else _cached(out, task)
         if cached is not None:
             done[(task.assignment, task.student)] = cached
     fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
     pool = start_workers(min(jobs, len(fresh))) if fresh else None
+    by_key = {(t.assignment, t.student): t for t in tasks}
     try:
         # imported while the workers load, like the rest
         from nbgrader.api import Gradebook
-
-        from autograder.engine.intake import STUDENT_ID
 
         prepare_course(out, names, db_url)
         for name in sandbox.weaker:
             print(f"WARNING: sandbox protection {terminal_text(name)}: "
                   f"{terminal_text(sandbox.measured[name])} (accepted with "
                   "--allow-weaker-sandbox)", file=sys.stderr)
+        config = load_course_config(out, db_url)
         with Gradebook(db_url or default_db_url(out)) as gb:
+            if due is not None:
+                for name in names:
+                    book.set_due_date(gb, name, due)
+
+            def keep(result: StudentResult) -> None:
+                task = by_key[(result.assignment, result.student)]
+                record(gb, result, task.timestamp, book.answer_digests(task.notebook))
+                book.apply_late_penalty(gb, config, result.assignment, result.student)
+                _feedback_files(out, result.assignment, result.student)
+
             for result in done.values():
-                record(gb, result)
+                keep(result)
             results |= done
             if pool is not None:
-                _run_pool(pool, fresh, out, results, gb, sandbox_limits, quiet, names)
-            graded = {(t.assignment, t.student) for t in tasks}
-            for key, result in results.items():
-                if key in graded and result.grader_error is None:
-                    _fill_totals(gb, result)
-                elif key in graded or STUDENT_ID.fullmatch(result.student):
-                    result.max_score = float(gb.find_assignment(result.assignment).max_score)
+                _run_pool(pool, fresh, out, results, keep, sandbox_limits, quiet, names,
+                          list(sandbox.weaker))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    for key in results.keys() - done.keys():
+        results[key].weaker = results[key].weaker or list(sandbox.weaker)
+    return _finish(out, db_url, names, results, set(by_key), chosen, shard,
+                   time.perf_counter() - started, jobs, sandbox, quiet)
+
+
+def prepare_term(assignments: list[str], out: Path, db_url: str | None = None,
+                 due: datetime | str | None = None) -> None:
+    """Make the course folder ``out`` ready before any submission: ``nbgrader_config.py``,
+    every one of ``assignments`` generated into ``exercises/`` and the gradebook (so that
+    ``nbgrader release_assignment`` and ``nbgrader db student import`` work there), and the due
+    date when ``due`` is given. Nothing is graded; grading later reuses the folder."""
+    from nbgrader.api import Gradebook
+
+    from autograder.engine import gradebook as book
+
+    for name in assignments:
+        _source(name)
+    os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
+    claim_folder(out)
+    write_course_config(out, db_url)
+    prepare_course(out, assignments, db_url)
+    if due is not None:
+        with Gradebook(db_url or default_db_url(out)) as gb:
+            for name in assignments:
+                book.set_due_date(gb, name, due)
+    print(f"course folder ready: {terminal_text(str(out))} "
+          f"({', '.join(map(terminal_text, assignments))})")
+
+
+def _finish(out: Path, db_url: str | None, names: list[str],
+            results: dict[tuple[str, str], StudentResult], graded: set[tuple[str, str]],
+            chosen: list[str] | None, shard: tuple[int, int], seconds: float, jobs: int,
+            sandbox: SandboxCheck, quiet: bool) -> list[StudentResult]:
+    """The end of a run: the class outputs rebuilt (this run's rows that are not in the
+    gradebook added), the not-graded message; this run's results, in order."""
+    index, count = shard
     rank = {a: i for i, a in enumerate(names)}
     ordered = [results[k] for k in sorted(results, key=lambda k: (rank[k[0]], k[1]))]
-    write_csvs(out, ordered)
-    report = format_report(names, ordered, time.perf_counter() - started, jobs, sandbox)
-    (out / "report.txt").write_text(report, encoding="utf-8")
-    if not quiet:
-        print(report)
+    what = (f"{len(ordered)} submission(s) of {', '.join(names)}"
+            + (f" (--student {','.join(chosen)})" if chosen is not None else "")
+            + (f" (shard {index}/{count})" if count > 1 else ""))
+    title = (f"Autograded {what} in {seconds:.1f} s ({jobs} at a time); "
+             "the class results below come from the gradebook")
+    class_rows = write_class_outputs(
+        out, db_url, extra=[r for r in ordered if (r.assignment, r.student) not in graded
+                            or r.grader_error is not None],
+        order=names, title=title, sandbox=sandbox, quiet=quiet)
+    from autograder.engine.export import write_default_exports
+
+    # The LMS import files and Gradescope results follow every run, like grades.csv; after
+    # hand grading in formgrader, `python -m autograder.engine.export merge` rebuilds them.
+    write_default_exports(out, db_url, warn=None if quiet else sys.stderr)
+    merged = {(r.assignment, r.student): r for r in class_rows}
+    ordered = [merged.get((r.assignment, r.student), r) for r in ordered]
     failures = [r for r in ordered if r.grader_error is not None]
     if failures:
         print(not_graded_message(failures), file=sys.stderr)
     shutil.rmtree(out / ".scratch", ignore_errors=True)
+    shutil.rmtree(out / INTAKE_DIR, ignore_errors=True)
     return ordered
+
+
+def _add_missing(results: dict[tuple[str, str], StudentResult], tasks: list[Task],
+                 names: list[str], chosen: list[str] | None, shard: tuple[int, int],
+                 submissions: Path) -> None:
+    """A row for each ``--student`` of this shard that ``submissions`` has nothing of."""
+    if chosen is None:
+        return
+    found = {t.student for t in tasks} | {k[1] for k in results}
+    for student in chosen:
+        if student not in found and shard_of(student, shard[1]) == shard[0]:
+            for name in names:
+                results[(name, student)] = StudentResult(
+                    student, assignment=name,
+                    problems=[f"--student {student}: nothing found in {submissions}"])
+
+
+def _feedback_files(out: Path, assignment: str, student: str) -> None:
+    """Put nbgrader's submission files next to the autograded notebook and the feedback HTML:
+    ``timestamp.txt`` (the submission's, else the time of grading) and, where the submission
+    has one, ``submission_secret.txt``, so that ``nbgrader release_feedback`` works (it reads
+    both from ``feedback/<student>/<assignment>/``; a submission placed by hand, with no
+    secret, gets a fresh random one)."""
+    submitted = out / "submitted" / student / assignment
+    graded = out / "autograded" / student / assignment
+    if not graded.is_dir():
+        return
+    for name in SUBMISSION_FILES:
+        if (submitted / name).is_file():
+            shutil.copyfile(submitted / name, graded / name)
+    # nbgrader's generate_feedback copies these from autograded/ into feedback/ too.
+    if not (graded / "timestamp.txt").is_file():
+        (graded / "timestamp.txt").write_text(datetime.now(UTC).strftime(TIMESTAMP_FORMAT),
+                                              encoding="utf-8")
+    if not (graded / "submission_secret.txt").is_file():
+        (graded / "submission_secret.txt").write_text(secrets.token_hex(64), encoding="utf-8")
+    feedback = out / "feedback" / student / assignment
+    if feedback.is_dir():
+        for name in SUBMISSION_FILES:
+            shutil.copyfile(graded / name, feedback / name)
 
 
 def not_graded_message(failures: list[StudentResult]) -> str:
@@ -619,8 +1035,8 @@ def not_graded_message(failures: list[StudentResult]) -> str:
 
 
 def _run_pool(pool: ProcessPoolExecutor, fresh: list[Task], out: Path,
-              results: dict[tuple[str, str], StudentResult], gb: Any, limits: dict[str, Any],
-              quiet: bool, names: list[str]) -> None:
+              results: dict[tuple[str, str], StudentResult], keep: Any, limits: dict[str, Any],
+              quiet: bool, names: list[str], weaker: list[str]) -> None:
     what = names[0] if len(names) == 1 else f"{len(names)} assignments"
     bar = tqdm(total=len(fresh), desc=f"grading {what}", unit="submission",
                disable=quiet, file=sys.stderr, dynamic_ncols=True)
@@ -632,13 +1048,14 @@ def _run_pool(pool: ProcessPoolExecutor, fresh: list[Task], out: Path,
             result = _from_outcome(task, future.result())
         except Exception as err:
             result = _not_graded(task, f"{type(err).__name__}: {err}"[:300])
+        result.weaker = list(weaker)
         results[(task.assignment, task.student)] = result
         label = terminal_text(task.student if len(names) == 1
                               else f"{task.assignment}/{task.student}")
         bar.update(1)
         bar.set_postfix_str(label)
         if result.grader_error is None:
-            record(gb, result)
+            keep(result)
             _save(out, result)
             said = f"graded {label} in {result.seconds:.1f} s"
         else:
@@ -662,9 +1079,93 @@ def _score(r: StudentResult) -> float | str:
     return "" if r.grader_error is not None else r.score
 
 
+def _total(r: StudentResult) -> float | str:
+    if r.grader_error is not None or _status(r) != "graded" or r.flags.get("malformed"):
+        return ""
+    return "pending" if r.total is None and r.manual_pending else (
+        r.total if r.total is not None else r.score)
+
+
+def _late(r: StudentResult) -> str:
+    if r.late_seconds <= 0:
+        return ""
+    seconds = r.late_seconds
+    how = (f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else
+           f"{seconds / 3600:.1f} h" if seconds >= 3600 else
+           f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s")
+    return f"late by {how}" + (f" (penalty {r.penalty:g})" if r.penalty else "")
+
+
+def write_class_outputs(course: Path, db_url: str | None = None,
+                        extra: Iterable[StudentResult] = (), order: Iterable[str] = (),
+                        title: str | None = None, sandbox: SandboxCheck | None = None,
+                        quiet: bool = True) -> list[StudentResult]:
+    """Rebuild ``grades.csv``, ``scores_by_test.csv`` and ``report.txt`` in ``course`` for the
+    whole class: every submission in the gradebook (``db_url``, default the folder's sqlite
+    file), with points from the gradebook (hand graders' scores and late penalties included,
+    :func:`submission_totals`) and flags, problems and seconds from ``results/<A>/<student>.json``
+    when there; a gradebook student without a submission of an assignment is "not submitted";
+    ``extra`` (this run's not-graded, malformed, not-submitted results) replaces the row of the
+    same (assignment, student). Assignments are listed in ``order``, then by name. Returns the
+    rows written."""
+    from nbgrader.api import Gradebook
+
+    extras = {(r.assignment, r.student): r for r in extra}
+    rows: dict[tuple[str, str], StudentResult] = {}
+    with Gradebook(db_url or default_db_url(course)) as gb:
+        gb.db.expire_all()
+        maxima: dict[str, float] = {}
+        for assignment in gb.assignments:
+            maxima[assignment.name] = float(assignment.max_score)
+            for submission in assignment.submissions:
+                student = submission.student.id
+                result = _cached_any(course, assignment.name, student) or StudentResult(
+                    student, assignment=assignment.name)
+                result.per_test = _gradebook_per_test(submission)
+                result.grader_error = None
+                if any(nb.flagged for nb in submission.notebooks):
+                    result.flags.setdefault("tampering", ["flagged in the gradebook"])
+                _fill_totals(gb, result)
+                rows[(assignment.name, student)] = result
+        present = {a for a, _ in rows} | {a for a, _ in extras}
+        students = sorted(s.id for s in gb.students)
+        for assignment in present:
+            for student in students:
+                if (assignment, student) not in rows and (assignment, student) not in extras:
+                    rows[(assignment, student)] = StudentResult(
+                        student, assignment=assignment, problems=["not submitted"])
+        for key, result in extras.items():
+            if key[0] in maxima:
+                result.max_score = maxima[key[0]]
+            rows[key] = result
+    first = list(dict.fromkeys(order))
+    rank = {a: i for i, a in enumerate([*first, *sorted({a for a, _ in rows} - set(first))])}
+    ordered = [rows[k] for k in sorted(rows, key=lambda k: (rank[k[0]], k[1]))]
+    write_csvs(course, ordered)
+    names = sorted(rank, key=rank.__getitem__)
+    report = format_report(names, ordered, 0.0, sandbox=sandbox, title=title or (
+        f"Class results of {', '.join(names)} from the gradebook: {len(ordered)} rows"))
+    (course / "report.txt").write_text(report, encoding="utf-8")
+    if not quiet:
+        print(report)
+    return ordered
+
+
+def _cached_any(out: Path, assignment: str, student: str) -> StudentResult | None:
+    """The saved result of a submission, whatever its file (for its flags, problems, seconds)."""
+    try:
+        data = json.loads(_result_path(out, assignment, student).read_text("utf-8"))
+        return StudentResult(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def write_csvs(out: Path, results: list[StudentResult]) -> None:
-    """grades.csv (totals, status, per-test scores, flags, problems) and scores_by_test.csv,
-    one row per (assignment, student); a test column is blank in another assignment's rows.
+    """grades.csv (points, status, automatic and manual points, late penalty, total, submission
+    time, per-test scores, flags, problems) and scores_by_test.csv, one row per (assignment,
+    student); a test column is blank in another assignment's rows. ``score`` is automatic plus
+    manual points; ``total`` is score minus the late penalty, or "pending" while an answer waits
+    for a hand grader.
 
     Every text cell goes through :func:`~autograder.engine.untrusted.csv_cell` (escaped, never
     a formula); numbers stay numbers. A submission not graded has a blank score and the
@@ -674,10 +1175,14 @@ def write_csvs(out: Path, results: list[StudentResult]) -> None:
         writer = csv.writer(fh)
         writer.writerow([csv_cell(h) for h in (
             "assignment", "student_id", "score", "max_score", "status", "needs_manual_grade",
+            "auto_score", "manual_score", "late_penalty", "total", "timestamp",
             *tests, "flags", "problems")])
         for r in results:
+            graded = _status(r) == "graded" and r.grader_error is None
             writer.writerow([csv_cell(v) for v in (
                 r.assignment, r.student, _score(r), r.max_score, _status(r), r.manual_pending,
+                r.auto_score if graded else "", r.manual_score if graded else "",
+                r.penalty if graded else "", _total(r), r.timestamp,
                 *(_cell(r, t) for t in tests), ";".join(sorted(r.flags)),
                 " | ".join(r.problems))])
     with (out / "scores_by_test.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -690,19 +1195,20 @@ def write_csvs(out: Path, results: list[StudentResult]) -> None:
 
 
 def format_report(assignments: list[str], results: list[StudentResult], seconds: float,
-                  jobs: int = 1, sandbox: SandboxCheck | None = None) -> str:
-    """A plain-text table per assignment: student, score, time, flags, what needs a human,
-    problems; then everyone flagged for tampering and everyone not graded.
+                  jobs: int = 1, sandbox: SandboxCheck | None = None,
+                  title: str | None = None) -> str:
+    """A plain-text table per assignment: student, score, total, time, flags, what needs a
+    human, lateness, problems; then everyone flagged for tampering and everyone not graded.
 
-    The header gives the sandbox's protections as ``sandbox`` measured them; when some were
-    not enforced (accepted with ``--allow-weaker-sandbox``) the header says so and so does
-    every student's line. Every string a submission controls is shown with
+    The header (``title``, else a count) gives the sandbox's protections as ``sandbox``
+    measured them; a row graded with protections not enforced (accepted with
+    ``--allow-weaker-sandbox``) says so. Every string a submission controls is shown with
     :func:`~autograder.engine.untrusted.terminal_text`: one line per student, no control
     character reaches the file or the terminal."""
     t = terminal_text
-    lines = [(f"Autograded {t(', '.join(assignments))}: {len(results)} submissions in "
-              f"{seconds:.1f} s ({jobs} at a time)")]
-    weaker_note = ""
+    lines = [t(title) if title else (f"Autograded {t(', '.join(assignments))}: "
+                                     f"{len(results)} submissions in {seconds:.1f} s "
+                                     f"({jobs} at a time)")]
     if sandbox is not None:
         how = "measured by its self-test" if sandbox.self_tested else "claimed (no self-test)"
         lines += [f"Sandbox ({how}):",
@@ -711,24 +1217,34 @@ def format_report(assignments: list[str], results: list[StudentResult], seconds:
             weak = ", ".join(t(k) for k in sandbox.weaker)
             lines.append(f"WARNING: graded with a weaker sandbox: {weak} NOT ENFORCED "
                          "(accepted with --allow-weaker-sandbox)")
-            weaker_note = f"[sandbox: {weak} not enforced]"
     for assignment in assignments:
         lines += ["", *([f"{t(assignment)}:"] if len(assignments) > 1 else []),
-                  f"{'student':<24} {'score':>11} {'time':>7}  flags / notes"]
+                  f"{'student':<24} {'score':>11} {'total':>8} {'time':>7}  flags / notes"]
         for r in (r for r in results if r.assignment == assignment):
-            notes = [weaker_note] if weaker_note else []
+            notes = [f"[sandbox: {', '.join(t(k) for k in r.weaker)} not enforced]"
+                     ] if r.weaker else []
             notes += [f"[{t(word)}] {t('; '.join(reasons)[:300])}"
                       for word, reasons in sorted(r.flags.items()) if word != "malformed"]
             notes += [t(p) for p in r.problems]
             if r.manual_pending:
                 notes.append(f"{r.manual_pending} answer(s) to grade by hand")
+            if r.manual_score:
+                notes.append(f"{r.manual_score:g} point(s) graded by hand")
+            if _late(r):
+                notes.append(_late(r))
             score = "not graded" if r.grader_error is not None else \
                 f"{r.score:g} / {r.max_score:g}"
-            lines.append(f"{t(r.student):<24} {score:>11} {r.seconds:>6.1f}s  {' | '.join(notes)}")
+            total = _total(r)
+            total = f"{total:g}" if isinstance(total, float) else total
+            lines.append(f"{t(r.student):<24} {score:>11} {total:>8} {r.seconds:>6.1f}s  "
+                         f"{' | '.join(notes)}")
     flagged = sorted({t(r.student) if len(assignments) == 1 else f"{t(r.student)} "
                       f"({t(r.assignment)})" for r in results if r.flags.get("tampering")})
     if flagged:
         lines += ["", f"Flagged for tampering (check by hand): {', '.join(flagged)}"]
+    late = [f"{t(r.student)} ({t(r.assignment)}, {_late(r)})" for r in results if _late(r)]
+    if late:
+        lines += ["", f"Late submissions: {', '.join(late)}"]
     failures = [r for r in results if r.grader_error is not None]
     if failures:
         lines += ["", f"Not graded because of a grader error ({len(failures)}; no score "
@@ -747,20 +1263,27 @@ def assignment_names(spec: str) -> list[str]:
     return [name for name in spec.split(",") if name]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line. Exit status: 0 when every submission was graded; ``EXIT_REFUSED``
-    when the sandbox self-test refused (nothing graded or written); ``EXIT_NOT_GRADED`` when
-    the run completed but the grader failed on some submissions (a rerun retries them)."""
-    for stream in (sys.stdout, sys.stderr):
-        # A terminal or pipe that cannot show some character must never stop the run.
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="backslashreplace")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("assignments", help="an assignment (e.g. ex01_overfitting), several "
                         "separated by commas, or 'all': every assignment in solutions/")
-    parser.add_argument("submissions", type=Path,
-                        help="folder <student>/<assignment>/*.ipynb, or an LMS folder or .zip")
-    parser.add_argument("--out", type=Path, required=True, help="the grading course directory")
+    parser.add_argument("submissions", type=Path, nargs="?",
+                        help="folder <student>/<assignment>/*.ipynb, or an LMS folder or .zip "
+                        "(omitted with --prepare)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only make the course folder ready for a term: its "
+                        "nbgrader_config.py, the assignments released into exercises/ and the "
+                        "gradebook (for nbgrader release_assignment, db student import, ...)")
+    parser.add_argument("--course", "--out", dest="course", type=Path, default=None,
+                        help=f"the course folder (nbgrader's course directory; default "
+                        f"${COURSE_ENV}, else course/ in the repository); --out is an alias")
+    parser.add_argument("--student", default=None, metavar="ID[,ID]",
+                        help="(re)grade only these students of SUBMISSIONS; everyone else's "
+                        "results are kept and the class outputs cover the whole class")
+    parser.add_argument("--due", default=None, metavar="ISO8601",
+                        help="set the assignments' due date in the gradebook (naive = UTC); "
+                        "default: the gradebook's (nbgrader db assignment add A --duedate ...)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="submissions graded at once (default: the number of cores)")
     parser.add_argument("--db-url", help="gradebook URL, e.g. postgresql://user@host/db "
@@ -772,8 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
                         "the rest to what the LMS writes (no greedy .*), or one student's file "
                         "name can claim another's submission")
     parser.add_argument("--force", action="store_true", help="regrade already graded submissions")
-    parser.add_argument("--shard", default="1/1", help="K/N: grade only every N-th student, "
-                        "starting with the K-th (one worker machine of N)")
+    parser.add_argument("--shard", default="0/1", help="K/N: grade only the students whose "
+                        "stable hash falls in shard K of N (0-based); K may be 'auto' "
+                        "(SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX) or the name of the "
+                        "environment variable holding it, e.g. SLURM_ARRAY_TASK_ID/4")
     parser.add_argument("--allow-weaker-sandbox", default="", metavar="NAME[,NAME]|all",
                         help="grade even though the sandbox self-test finds these protections "
                         "lost (the report then says so on every line); default: refuse")
@@ -781,12 +1306,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-timeout", type=float, default=60.0)
     parser.add_argument("--submission-timeout", type=float, default=600.0)
     parser.add_argument("--memory-mb", type=int, default=3072)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line. Exit status: 0 when every submission was graded; ``EXIT_REFUSED``
+    when the sandbox self-test refused (nothing graded or written); ``EXIT_NOT_GRADED`` when
+    the run completed but the grader failed on some submissions (a rerun retries them)."""
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal or pipe that cannot show some character must never stop the run.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.prepare:
+        if args.submissions is not None:
+            parser.error("--prepare takes no SUBMISSIONS")
+        due = datetime.fromisoformat(args.due) if args.due else None
+        try:
+            prepare_term(assignment_names(args.assignments),
+                         (args.course or default_course()).resolve(), args.db_url, due)
+        except UsageError as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
+    if args.submissions is None:
+        parser.error("SUBMISSIONS is required (or --prepare)")
     if not args.submissions.exists():
         parser.error(f"{args.submissions} does not exist")
-    match = re.fullmatch(r"(\d+)/(\d+)", args.shard)
-    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
-        parser.error("--shard must be K/N with 1 <= K <= N")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        parser.error(str(err))
+    due = None
+    if args.due:
+        try:
+            due = datetime.fromisoformat(args.due)
+        except ValueError:
+            parser.error(f"--due {args.due!r} is not an ISO 8601 date and time")
     try:
         allowed_weaker(args.allow_weaker_sandbox)
     except ValueError as err:
@@ -794,15 +1351,19 @@ def main(argv: list[str] | None = None) -> int:
     limits = {"cell_seconds": args.cell_timeout, "call_seconds": args.call_timeout,
               "submission_seconds": args.submission_timeout,
               "memory_bytes": args.memory_mb << 20}
+    students = None if args.student is None else [s for s in args.student.split(",") if s]
     try:
         results = grade(assignment_names(args.assignments), args.submissions.resolve(),
-                        args.out.resolve(), jobs=max(1, args.jobs), db_url=args.db_url,
-                        limits=limits, lms_regex=args.lms_regex, force=args.force,
-                        shard=(int(match.group(1)), int(match.group(2))),
-                        allow_weaker=args.allow_weaker_sandbox)
+                        (args.course or default_course()).resolve(), jobs=max(1, args.jobs),
+                        db_url=args.db_url, limits=limits, lms_regex=args.lms_regex,
+                        force=args.force, shard=shard, allow_weaker=args.allow_weaker_sandbox,
+                        students=students, due=due)
     except SandboxRefusedError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return EXIT_REFUSED
+    except UsageError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_NOT_GRADED if any(r.grader_error is not None for r in results) else 0
 
 

@@ -15,6 +15,17 @@ and copies one notebook per student, byte for byte, to
 read as nbgrader's layout when it holds sub-folders and no file whose name matches the LMS
 pattern. The notebook's content is not looked at: the grader validates it.
 
+Submission times (``Intake.timestamps``) come from nbgrader's ``timestamp.txt`` beside the
+notebook (what ``nbgrader submit`` writes into the exchange and ``nbgrader collect`` keeps), or
+from the LMS file name's ``timestamp`` group (the attempt time Blackboard writes). A readable
+``timestamp.txt`` is staged too, byte for byte; an LMS download's times are in
+``Intake.timestamps`` only (of a download, only the notebook is ever written). Trust: a
+submission time is what nbgrader's exchange or the LMS recorded, never anything the graded code
+can touch (the sandbox runs later, on the staged notebook only). It is as trustworthy as its
+source: an LMS writes its names itself; nbgrader's exchange takes ``timestamp.txt`` as the
+student's own ``nbgrader submit`` wrote it into the inbound folder, exactly as nbgrader's
+``collect`` and ``autograde`` do.
+
 Nothing in ``source`` is modified, nothing is extracted from a zip by its stored path, symbolic
 links are never followed, and no file over ``max_bytes`` is copied (zip entries are read with
 that cap, whatever their header says).
@@ -23,6 +34,7 @@ that cap, whatever their header says).
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import os
 import re
 import shutil
@@ -71,6 +83,10 @@ STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """What a student id (and an assignment name) must fully match: no separators, no leading dot."""
 
 NOTEBOOK_SUFFIX = ".ipynb"
+TIMESTAMP_FILE = "timestamp.txt"  # nbgrader's name (exchange submit, collect, zip_collect)
+SECRET_FILE = "submission_secret.txt"  # nbgrader's name for the feedback's secret (submit)
+_TIMESTAMP_MAX_BYTES = 1024  # nbgrader's is ~30 bytes; a bigger file is not a timestamp
+_BLACKBOARD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 
 # What copying one submission can raise: an unreadable file (OSError); for a zip entry a bad
 # CRC (e.g. a header that lies about the size), truncated or corrupt data, encryption
@@ -98,6 +114,13 @@ class Intake:
     """Student id -> flag word -> reasons: what a human should check about the files (a file
     name that imitates another student's LMS name: ``tampering``; two files that claim to be
     the same one: ``ambiguous``). Never a reason to grade another student's file."""
+    timestamps: dict[str, dt.datetime] = field(default_factory=dict, compare=False)
+    """Student id (one of ``notebooks``) -> when the submission was handed in (aware, UTC):
+    from nbgrader's ``timestamp.txt`` or the LMS name's attempt time, read as nbgrader reads
+    them (``nbgrader.utils.parse_utc``: a time without a zone is UTC). No entry when neither
+    says; an unreadable one is a note instead. Recorded by nbgrader's exchange or the LMS, not
+    by anything the graded code runs. Not part of ``==``, which compares what was staged and
+    said (compare ``timestamps`` itself)."""
 
     def problem(self, key: str, reason: str) -> None:
         """Record why ``key`` (a student id or a raw name) cannot be graded."""
@@ -123,6 +146,7 @@ class _Candidate:
     size: int  # stat's size; a zip header's is recorded but never trusted
     stamp: tuple[int, ...] | None = None  # the LMS timestamp's numbers, when it has one
     imitates: str | None = None  # the student id another LMS name inside file_id names
+    when: str | None = None  # the LMS name's timestamp text, when it has one
 
     @property
     def is_notebook(self) -> bool:
@@ -166,14 +190,15 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
         if dest.resolve().is_relative_to(source.resolve()):
             raise ValueError(f"{dest} is inside {source}: staging must not modify the source")
         entries = _visible(source.iterdir())
+        stamp_files: dict[str, Path] = {}
         if _is_nbgrader_layout(entries, pattern):
-            groups = _nbgrader_candidates(entries, assignment, pattern, intake)
+            groups = _nbgrader_candidates(entries, assignment, pattern, intake, stamp_files)
         else:
             if lms_regex is None:
                 pattern = download_pattern(p.name for p in entries)
             groups = _folder_candidates(entries, pattern, intake)
             _flag_imitations(groups, pattern, intake, lms_regex is None)
-        _stage_all(groups, assignment, dest, intake, _copy_file, max_bytes)
+        _stage_all(groups, assignment, dest, intake, _copy_file, max_bytes, stamp_files)
     elif source.is_file() and zipfile.is_zipfile(source):
         try:
             with zipfile.ZipFile(source) as zf:
@@ -188,7 +213,8 @@ def gather(source: Path, assignment: str, dest: Path, lms_regex: str | None = No
     else:
         raise ValueError(f"{source} is neither a folder nor a zip file")
     return Intake(*(dict(sorted(d.items())) for d in
-                    (intake.notebooks, intake.problems, intake.notes, intake.flags)))
+                    (intake.notebooks, intake.problems, intake.notes, intake.flags,
+                     intake.timestamps)))
 
 
 def is_lms_download(source: Path, lms_regex: str | None = None) -> bool:
@@ -224,14 +250,15 @@ def _is_nbgrader_layout(entries: list[Path], pattern: re.Pattern[str]) -> bool:
 
 
 def _file_candidate(path: Path, name: str | None = None, stamp: tuple[int, ...] | None = None,
-                    imitates: str | None = None) -> _Candidate:
+                    imitates: str | None = None, when: str | None = None) -> _Candidate:
     st = path.lstat()
     return _Candidate(path.name, name or path.name, path, st.st_mtime, st.st_size, stamp,
-                      imitates)
+                      imitates, when)
 
 
 def _nbgrader_candidates(entries: list[Path], assignment: str, pattern: re.Pattern[str],
-                         intake: Intake) -> dict[str, list[_Candidate]]:
+                         intake: Intake, stamp_files: dict[str, Path]
+                         ) -> dict[str, list[_Candidate]]:
     groups: dict[str, list[_Candidate]] = {}
     for entry in entries:
         if entry.is_symlink():
@@ -246,23 +273,31 @@ def _nbgrader_candidates(entries: list[Path], assignment: str, pattern: re.Patte
             folder = entry / assignment
             if not folder.is_dir() or folder.is_symlink():
                 folder = entry  # tolerated: notebooks directly in <student>/
-            found = _student_files(entry.name, folder, intake)
+            found, stamp_file = _student_files(entry.name, folder, intake)
             if any(pattern.match(c.raw) for c in found):
                 # An extracted LMS download one level down: its files are many students' work.
                 intake.problem(entry.name, "holds LMS-named files; pass this folder as the source")
             else:
                 groups[entry.name] = found
+                if stamp_file is not None:
+                    stamp_files[entry.name] = stamp_file
     return groups
 
 
-def _student_files(student: str, folder: Path, intake: Intake) -> list[_Candidate]:
-    found = []
+def _student_files(student: str, folder: Path, intake: Intake
+                   ) -> tuple[list[_Candidate], Path | None]:
+    """The files of one student's folder, and its nbgrader ``timestamp.txt`` if it has one."""
+    found, stamp_file = [], None
     for path in _visible(folder.iterdir()):
         if path.is_symlink():
             intake.note(student, f"ignored {path.name} (symbolic link)")
+        elif path.is_file() and path.name == TIMESTAMP_FILE:
+            stamp_file = path
+        elif path.is_file() and path.name == SECRET_FILE:
+            pass  # nbgrader's own (submit writes it, release_feedback reads it): not the student's
         elif path.is_file():
             found.append(_file_candidate(path))
-    return found
+    return found, stamp_file
 
 
 def _folder_candidates(entries: list[Path], pattern: re.Pattern[str],
@@ -272,8 +307,9 @@ def _folder_candidates(entries: list[Path], pattern: re.Pattern[str],
         if path.is_symlink():
             intake.problem(path.name, "symbolic link; not followed")
         elif path.is_file() and (parsed := _parse_lms_name(path.name, path.name, pattern, intake)):
-            student, name, stamp, imitates = parsed
-            groups.setdefault(student, []).append(_file_candidate(path, name, stamp, imitates))
+            student, name, stamp, imitates, when = parsed
+            groups.setdefault(student, []).append(_file_candidate(path, name, stamp, imitates,
+                                                                  when))
     return groups
 
 
@@ -292,17 +328,18 @@ def _zip_candidates(zf: zipfile.ZipFile, pattern: re.Pattern[str],
         elif stat.S_ISLNK(info.external_attr >> 16):
             intake.problem(raw, "symbolic link in zip; skipped")
         elif parsed := _parse_lms_name(raw, parts[-1], pattern, intake):
-            student, name, stamp, imitates = parsed
+            student, name, stamp, imitates, when = parsed
             mtime = calendar.timegm((*info.date_time, 0, 0, 0))
             groups.setdefault(student, []).append(
-                _Candidate(raw, name, info, mtime, info.file_size, stamp, imitates))
+                _Candidate(raw, name, info, mtime, info.file_size, stamp, imitates, when))
     return groups
 
 
 def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str], intake: Intake
-                    ) -> tuple[str, str, tuple[int, ...] | None, str | None] | None:
-    """(student, the file's own name, timestamp, the student id another LMS name inside the
-    file's own name names, if any) from an LMS file name, or None to skip it."""
+                    ) -> tuple[str, str, tuple[int, ...] | None, str | None, str | None] | None:
+    """(student, the file's own name, timestamp's numbers, the student id another LMS name
+    inside the file's own name names, if any, the timestamp's text) from an LMS file name, or
+    None to skip it."""
     match = pattern.match(base)
     groups = match.groupdict() if match else {}
     student, file_id = groups.get("student_id"), groups.get("file_id")
@@ -319,7 +356,8 @@ def _parse_lms_name(raw: str, base: str, pattern: re.Pattern[str], intake: Intak
     timestamp = groups.get("timestamp")
     # Compared as the sequence of numbers it holds: fits 2016-01-30-15-00-00 and ISO alike.
     stamp = tuple(int(n) for n in re.findall(r"\d+", timestamp)) if timestamp else None
-    return student, name, stamp, _imitated(os.path.basename(file_id), pattern)
+    return (student, name, stamp, _imitated(os.path.basename(file_id), pattern),
+            timestamp or None)
 
 
 # Blackboard's `_<id>_attempt_<timestamp>_` anywhere: what an imitation under the default
@@ -386,8 +424,65 @@ def _attempt(c: _Candidate) -> tuple[bool, tuple[int, ...]]:
     return c.stamp is not None, c.stamp or ()
 
 
+def parse_time(text: str) -> dt.datetime:
+    """A submission time as nbgrader reads one (``nbgrader.utils.parse_utc``: ``timestamp.txt``
+    in nbgrader's exchange format ``%Y-%m-%d %H:%M:%S.%f %Z``, ISO 8601, ...; no zone = UTC),
+    aware, in UTC. Blackboard's ``YYYY-MM-DD-HH-MM-SS`` is read by that exact format (dateutil,
+    which ``parse_utc`` and so ``nbgrader zip_collect`` use, takes its last ``-SS`` for a zone
+    offset). Raises ValueError when it is not a time."""
+    if _BLACKBOARD_TIME.fullmatch(text.strip()):
+        when = dt.datetime.strptime(text.strip(), "%Y-%m-%d-%H-%M-%S")
+    else:
+        from nbgrader.utils import parse_utc
+
+        try:
+            when = parse_utc(text)
+        except (OverflowError, TypeError) as exc:  # dateutil's other ways of saying "no"
+            raise ValueError(str(exc)) from exc
+    return when.replace(tzinfo=dt.UTC)
+
+
+def _read_timestamp_file(path: Path, student: str, intake: Intake
+                         ) -> tuple[bytes, dt.datetime] | None:
+    """``timestamp.txt``'s bytes and time, or None (with a note saying why) when it has none."""
+    why = f"no submission time recorded, so no late check for {student}"
+    try:
+        if path.lstat().st_size > _TIMESTAMP_MAX_BYTES:
+            intake.note(student, f"{TIMESTAMP_FILE} is over {_TIMESTAMP_MAX_BYTES} bytes, "
+                        f"not a timestamp: {why}")
+            return None
+        data = path.read_bytes()[:_TIMESTAMP_MAX_BYTES]
+        text = data.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        intake.note(student, f"{TIMESTAMP_FILE} is unreadable ({type(exc).__name__}): {why}")
+        return None
+    if not text:
+        intake.note(student, f"{TIMESTAMP_FILE} is empty: {why}")
+        return None
+    try:
+        return data, parse_time(text)
+    except ValueError:
+        intake.note(student, f"{TIMESTAMP_FILE} holds no time nbgrader can read: {why}")
+        return None
+
+
+def _lms_time(c: _Candidate, student: str, intake: Intake) -> dt.datetime | None:
+    """The LMS name's attempt time (it stays in ``Intake.timestamps``: nothing is staged but the
+    notebook from an LMS download)."""
+    if c.when is None:
+        return None
+    try:
+        when = parse_time(c.when)
+    except ValueError:
+        intake.note(student, f"the attempt time in {c.raw} is no time nbgrader can read: "
+                    f"no submission time recorded, so no late check for {student}")
+        return None
+    return when
+
+
 def _stage_all(groups: dict[str, list[_Candidate]], assignment: str, dest: Path,
-               intake: Intake, copy: _Copier, max_bytes: int) -> None:
+               intake: Intake, copy: _Copier, max_bytes: int,
+               stamp_files: dict[str, Path] | None = None) -> None:
     for student in sorted(groups):
         chosen, notes, ambiguous = _pick(groups[student], assignment)
         for remark in notes:
@@ -396,6 +491,7 @@ def _stage_all(groups: dict[str, list[_Candidate]], assignment: str, dest: Path,
             intake.flag(student, "ambiguous", reason)
         target = dest / student / assignment / f"{assignment}{NOTEBOOK_SUFFIX}"
         target.unlink(missing_ok=True)
+        (target.parent / TIMESTAMP_FILE).unlink(missing_ok=True)
         if chosen is None:
             intake.problem(student, f"no notebook (.ipynb) found for {assignment}")
             continue
@@ -407,6 +503,16 @@ def _stage_all(groups: dict[str, list[_Candidate]], assignment: str, dest: Path,
             intake.problem(student, f"cannot copy {chosen.raw}: {exc}")
         else:
             intake.notebooks[student] = target
+            stamp_file = (stamp_files or {}).get(student)
+            if stamp_file is None:
+                when = _lms_time(chosen, student, intake)
+            elif timed := _read_timestamp_file(stamp_file, student, intake):
+                (target.parent / TIMESTAMP_FILE).write_bytes(timed[0])  # as collect left it
+                when = timed[1]
+            else:
+                when = None
+            if when is not None:
+                intake.timestamps[student] = when
 
 
 def _copy_file(c: _Candidate, target: Path, max_bytes: int) -> None:

@@ -6,12 +6,18 @@ the student's code cells in a sandbox (``sandbox.py``), then runs every test cel
 instructor's source notebook* (hidden tests included) in this process, with the student's names
 bound to proxies (``remote.py``). A test cell scores its points when it runs without an error.
 Hidden-test source never enters the sandbox; the feedback notebook shows only the released
-(visible) part of each test cell and each failure's message.
+(visible) part of each test cell and each failure's message. The course's own experiment cells
+(unchanged) are not run; the autograded notebook, and so formgrader and the feedback, shows the
+outputs the student's notebook saved for them, marked as not re-run and reduced to inert text
+and PNG images (:func:`saved_outputs`), so that a hand grader can check the numbers a written
+answer quotes.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
 import contextlib
 import io
 import json
@@ -580,12 +586,15 @@ def build_autograded(cells: list[dict[str, Any]], plan: Plan, program: Program,
                      outputs: dict[int, dict[str, Any]], results: dict[str, tuple[bool, str, str]],
                      outcome: Outcome) -> dict[str, Any]:
     """The graded notebook for the instructor: the student's cells with the sandbox's outputs,
-    each test cell from the source notebook (hidden tests included) with its result."""
+    each test cell from the source notebook (hidden tests included) with its result, and each
+    of the course's experiment cells (not run) with the outputs the student's notebook saved,
+    as untrusted text (:func:`saved_outputs`)."""
     run_indices = {index for index, _, _ in program.cells}
     tests = {gid: code for gid, _, code in plan.tests}
     source_cells = {_gid(c): c for c in plan.source["cells"] if _gid(c)}
     out_cells = []
     present = set()
+    saved = SavedBudget()
     for index, cell in enumerate(cells):
         gid = _gid(cell)
         present.add(gid)
@@ -603,8 +612,7 @@ def build_autograded(cells: list[dict[str, Any]], plan: Plan, program: Program,
             elif index in outputs:
                 new["outputs"] = _cell_outputs(outputs[index])
             elif index not in run_indices and cell["cell_type"] == "code":
-                new["outputs"] = [_stream("(not run when grading: the course's experiment cell, "
-                                          "unchanged)\n")]
+                new["outputs"] = saved_outputs(cell, saved)
         out_cells.append(new)
     for gid, _points, code in plan.tests:
         if gid not in present:  # a deleted test cell is put back at the end
@@ -629,6 +637,159 @@ def _summary(outcome: Outcome) -> str:
     for word in ("timeout", "memory", "crash", "output"):
         lines += [f"- {word}: {untrusted.markdown_text(r)}" for r in outcome.flags.get(word, [])]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- the student's saved outputs
+
+#: Shown above the outputs a student's notebook saved for an experiment cell (the cell is the
+#: course's, unchanged, so grading does not run it; a written answer quotes what it printed).
+NOT_RERUN = ("[not re-run when grading: the outputs saved in the student's notebook, shown as "
+             "plain text; nothing checked them]\n")
+NOT_RERUN_EMPTY = ("[not re-run when grading: the course's experiment cell, unchanged; the "
+                   "student's notebook saved no output for it]\n")
+SAVED_CELL_LIMIT = 64 * 1024  # characters of text kept per cell
+SAVED_NOTEBOOK_LIMIT = 1 << 20  # characters of text kept over all of one notebook's cells
+SAVED_IMAGE_LIMIT = 1 << 20  # bytes of one PNG image
+SAVED_IMAGES_LIMIT = 4 << 20  # bytes of PNG images over all of one notebook's cells
+SAVED_OUTPUTS_READ = 1000  # outputs of one cell looked at
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, hyperlinks), and the
+# other two-character escapes. Removed; any other control character is then shown escaped.
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|"
+                              r"\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]?")
+
+
+@dataclass
+class SavedBudget:
+    """What is left of one notebook's allowance for saved outputs (a student can repeat an
+    experiment cell as often as they like)."""
+
+    text: int = SAVED_NOTEBOOK_LIMIT
+    images: int = SAVED_IMAGES_LIMIT
+
+
+def plain_text(value: object, limit: int) -> str:
+    """Untrusted output text (a string, or nbformat's list of strings) as plain text of at most
+    ``limit`` characters (longer: cut, and the cut said): terminal escapes removed, a carriage
+    return keeps only what a terminal would show, tabs as spaces, and every other control or
+    format character escaped (:func:`untrusted.terminal_text`)."""
+    if isinstance(value, list):
+        pieces, size = [], 0
+        for piece in value:
+            if size > limit * 4:
+                break
+            pieces.append((piece if isinstance(piece, str) else str(piece))[:limit * 4])
+            size += len(pieces[-1])
+        text = "".join(pieces)
+    else:
+        text = value if isinstance(value, str) else str(value)
+    long = len(text) > limit * 4
+    text = _TERMINAL_ESCAPE.sub("", text[:limit * 4])
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        shown = line.rstrip("\r").rsplit("\r", 1)[-1]
+        lines.append(untrusted.terminal_text(shown.expandtabs(8)))
+    text = "\n".join(lines)
+    if long or len(text) > limit:
+        text = text[:limit] + (f"\n[... cut: saved outputs are shown up to "
+                               f"{SAVED_CELL_LIMIT >> 10} KiB per cell]\n")
+    return text
+
+
+def _png(value: object, room: int) -> str | None:
+    """The base64 of a valid PNG image of at most ``room`` bytes (and ``SAVED_IMAGE_LIMIT``),
+    re-encoded so that only base64 characters reach a page; None for anything else."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = "".join(value)
+    if not isinstance(value, str) or len(value) > SAVED_IMAGE_LIMIT * 4 // 3 + 1024:
+        return None
+    try:
+        raw = base64.b64decode("".join(value.split()), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if not raw.startswith(_PNG_SIGNATURE) or len(raw) > min(room, SAVED_IMAGE_LIMIT):
+        return None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _type_names(names: list[str]) -> str:
+    return ", ".join(untrusted.terminal_text(name)[:60] for name in names[:8])
+
+
+def _saved_pieces(output: object, budget: SavedBudget) -> list[tuple[str, str]]:
+    """One saved output as (kind, content): ("stdout"/"stderr", text) or ("image", base64)."""
+    if not isinstance(output, dict):
+        return [("stdout", "[an output that is not a notebook output: not shown]\n")]
+    kind = output.get("output_type")
+    if kind == "stream":
+        name = "stderr" if output.get("name") == "stderr" else "stdout"
+        return [(name, output.get("text", ""))]
+    if kind == "error":
+        trace = output.get("traceback")
+        if isinstance(trace, list) and trace:
+            return [("stderr", "\n".join(str(line) for line in trace[:200]) + "\n")]
+        return [("stderr", f"{output.get('ename', '')}: {output.get('evalue', '')}\n")]
+    data = output.get("data") if kind in ("execute_result", "display_data") else None
+    if not isinstance(data, dict):
+        return [("stdout", f"[an output of type {_type_names([str(kind)])}: not shown]\n")]
+    pieces: list[tuple[str, str]] = []
+    dropped = [str(k) for k in data if k not in ("text/plain", "image/png")]
+    image = _png(data["image/png"], budget.images) if "image/png" in data else None
+    if image is not None:
+        budget.images -= len(image) * 3 // 4
+        pieces.append(("image", image))
+    elif "image/png" in data:
+        dropped.insert(0, "image/png (not a valid PNG image within "
+                          f"{SAVED_IMAGE_LIMIT >> 20} MiB)")
+    if "text/plain" in data and image is None:
+        text = data["text/plain"]
+        text = "".join(map(str, text)) if isinstance(text, list) else str(text)
+        pieces.append(("stdout", text[:SAVED_CELL_LIMIT * 4] + "\n"))
+    if dropped:
+        pieces.append(("stdout", f"[output data of type {_type_names(dropped)}: not shown; "
+                                 "only text and PNG images are kept]\n"))
+    return pieces
+
+
+def saved_outputs(cell: dict[str, Any], budget: SavedBudget | None = None
+                  ) -> list[dict[str, Any]]:
+    """The outputs a student's notebook saved for a cell grading did not run, made inert for
+    formgrader, the feedback page and any notebook viewer: after the ``NOT_RERUN`` marker,
+    only stream text (stdout/stderr) and PNG images; ``text/plain`` is kept as text, every
+    other output type (HTML, JavaScript, SVG, markdown, LaTeX, widgets, ...) is named, not
+    shown; tracebacks become stderr text. Text is plain (:func:`plain_text`) and at most
+    ``SAVED_CELL_LIMIT`` characters per cell (``SAVED_NOTEBOOK_LIMIT`` per notebook); images
+    are valid PNG, at most ``SAVED_IMAGE_LIMIT`` bytes each (``SAVED_IMAGES_LIMIT`` per
+    notebook). No output metadata or execution count is kept."""
+    budget = budget if budget is not None else SavedBudget()
+    outputs = cell.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        return [_stream(NOT_RERUN_EMPTY)]
+    kept: list[dict[str, Any]] = [_stream(NOT_RERUN)]
+    room = start = min(SAVED_CELL_LIMIT, budget.text)
+    if room <= 0:
+        kept.append(_stream(f"[not shown: the notebook's saved outputs are shown up to "
+                            f"{SAVED_NOTEBOOK_LIMIT >> 10} KiB in all]\n"))
+    for output in outputs[:SAVED_OUTPUTS_READ]:
+        for kind, content in _saved_pieces(output, budget):
+            if kind == "image":
+                kept.append({"output_type": "display_data", "metadata": {},
+                             "data": {"image/png": content}})
+                continue
+            if room <= 0:
+                break
+            text = plain_text(content, room)
+            room -= len(text)
+            last = kept[-1]
+            if last.get("output_type") == "stream" and last["name"] == kind and len(kept) > 1:
+                last["text"] += text
+            else:
+                kept.append(_stream(text, kind))
+    if len(outputs) > SAVED_OUTPUTS_READ:
+        kept.append(_stream(f"[... {len(outputs) - SAVED_OUTPUTS_READ} more outputs not "
+                            "shown]\n"))
+    budget.text -= start - room
+    return kept
 
 
 def _stream(text: str, name: str = "stdout") -> dict[str, Any]:
