@@ -283,3 +283,48 @@ def test_prepare_makes_a_course_folder_ready_for_release(tmp_path: Path) -> None
     missing = run([sys.executable, "-m", "autograder.engine.grade", A, "--course",
                    str(course)], timeout=120)
     assert missing.returncode == 2 and "SUBMISSIONS is required" in missing.stderr
+
+
+def _copy_course(term: dict, tmp_path: Path) -> Path:
+    """A copy of the term's course folder (its tests above keep the original)."""
+    course = tmp_path / "course"
+    shutil.copytree(term["course"], course)
+    return course
+
+
+def test_late_rule_is_applied_again_after_hand_grading(term: dict, tmp_path: Path) -> None:
+    """With nbgrader's "zero" rule, a late submission's hand-graded points are taken too: the
+    totals rebuilt by `export merge` (what the guide says to run after formgrader) apply the
+    rule anew instead of keeping the penalty computed before the hand grade."""
+    course = _copy_course(term, tmp_path)
+    config = course / "nbgrader_config.py"
+    config.write_text(config.read_text() + 'c.LateSubmissionPlugin.penalty_method = "zero"\n')
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:  # cy: late, hand-graded now
+        grade = gb.find_grade("written_answer", A, A, "cy_raises")
+        grade.manual_score = 2.0
+        grade.needs_manual_grade = False
+        gb.db.commit()
+    proc = run([sys.executable, "-m", "autograder.engine.export", "merge", "--course",
+                str(course)], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cy = rows(course)["cy_raises"]
+    assert float(cy["manual_score"]) == 2.0, cy
+    assert float(cy["late_penalty"]) == float(cy["score"]) >= 2.0, cy
+    assert float(cy["total"]) == 0.0, cy
+
+
+def test_student_found_nowhere_keeps_the_graded_row(term: dict, tmp_path: Path) -> None:
+    """`--student ada_correct` on a class folder without her: a note, never a 0 in place of
+    her graded submission."""
+    course = _copy_course(term, tmp_path)
+    before = rows(course)["ada_correct"]
+    klass = tmp_path / "class"
+    shutil.copytree(term["full"] / "ben_partial", klass / "ben_partial")
+    proc = grade_cli(A, str(klass), "--course", str(course), "--student", "ada_correct")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ada = rows(course)["ada_correct"]
+    assert (ada["status"], ada["score"], ada["total"]) == (
+        "graded", before["score"], before["total"]), ada
+    assert "nothing found" in ada["problems"], ada

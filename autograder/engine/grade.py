@@ -751,13 +751,17 @@ def _submission_files(source: Path, staged: Path) -> None:
 
 
 def _read_timestamp(folder: Path) -> datetime | None:
-    """The time in ``folder/timestamp.txt`` (nbgrader's format) as naive UTC, or None."""
-    from nbgrader.utils import parse_utc
+    """The time in ``folder/timestamp.txt`` (nbgrader's format) as naive UTC, or None; read as
+    the intake reads it (:func:`~autograder.engine.intake.parse_time`, same size limit)."""
+    from autograder.engine.intake import TIMESTAMP_MAX_BYTES, parse_time
 
+    path = folder / "timestamp.txt"
     try:
-        text = (folder / "timestamp.txt").read_text(encoding="utf-8").strip()
-        return parse_utc(text) if text else None
-    except (OSError, ValueError, OverflowError):
+        if path.is_symlink() or path.stat().st_size > TIMESTAMP_MAX_BYTES:
+            return None
+        text = path.read_text(encoding="utf-8").strip()
+        return parse_time(text).replace(tzinfo=None) if text else None
+    except (OSError, ValueError):
         return None
 
 
@@ -1011,8 +1015,10 @@ def _feedback_files(out: Path, assignment: str, student: str) -> None:
     if not graded.is_dir():
         return
     for name in SUBMISSION_FILES:
-        if (submitted / name).is_file():
-            shutil.copyfile(submitted / name, graded / name)
+        origin = submitted / name
+        if (origin.is_file() and not origin.is_symlink()
+                and origin.stat().st_size <= SUBMISSION_FILE_MAX_BYTES):
+            shutil.copyfile(origin, graded / name)
     # nbgrader's generate_feedback copies these from autograded/ into feedback/ too.
     if not (graded / "timestamp.txt").is_file():
         (graded / "timestamp.txt").write_text(datetime.now(UTC).strftime(TIMESTAMP_FORMAT),
@@ -1110,8 +1116,11 @@ def write_class_outputs(course: Path, db_url: str | None = None,
     rows written."""
     from nbgrader.api import Gradebook
 
+    from autograder.engine import gradebook as book
+
     extras = {(r.assignment, r.student): r for r in extra}
     rows: dict[tuple[str, str], StudentResult] = {}
+    config = load_course_config(course, db_url)
     with Gradebook(db_url or default_db_url(course)) as gb:
         gb.db.expire_all()
         maxima: dict[str, float] = {}
@@ -1125,6 +1134,9 @@ def write_class_outputs(course: Path, db_url: str | None = None,
                 result.grader_error = None
                 if any(nb.flagged for nb in submission.notebooks):
                     result.flags.setdefault("tampering", ["flagged in the gradebook"])
+                # Hand grades given since the last run change what the late rule takes (with
+                # "zero", all of it): the penalty is applied anew before every total.
+                book.apply_late_penalty(gb, config, assignment.name, student)
                 _fill_totals(gb, result)
                 rows[(assignment.name, student)] = result
         present = {a for a, _ in rows} | {a for a, _ in extras}
@@ -1135,6 +1147,11 @@ def write_class_outputs(course: Path, db_url: str | None = None,
                     rows[(assignment, student)] = StudentResult(
                         student, assignment=assignment, problems=["not submitted"])
         for key, result in extras.items():
+            if key in rows and _only_a_note(result):
+                # `--student X` found nothing of X this time: X's graded submission stands.
+                rows[key].problems += [p for p in result.problems
+                                       if p not in rows[key].problems]
+                continue
             if key[0] in maxima:
                 result.max_score = maxima[key[0]]
             rows[key] = result
@@ -1149,6 +1166,13 @@ def write_class_outputs(course: Path, db_url: str | None = None,
     if not quiet:
         print(report)
     return ordered
+
+
+def _only_a_note(result: StudentResult) -> bool:
+    """Whether a row of this run says only that nothing was found (no grader error, no
+    malformed or other flag): then it never hides a submission the gradebook holds."""
+    return result.grader_error is None and not result.flags and all(
+        p.startswith("--student ") for p in result.problems)
 
 
 def _cached_any(out: Path, assignment: str, student: str) -> StudentResult | None:

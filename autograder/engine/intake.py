@@ -85,7 +85,7 @@ STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NOTEBOOK_SUFFIX = ".ipynb"
 TIMESTAMP_FILE = "timestamp.txt"  # nbgrader's name (exchange submit, collect, zip_collect)
 SECRET_FILE = "submission_secret.txt"  # nbgrader's name for the feedback's secret (submit)
-_TIMESTAMP_MAX_BYTES = 1024  # nbgrader's is ~30 bytes; a bigger file is not a timestamp
+TIMESTAMP_MAX_BYTES = 1024  # nbgrader's is ~30 bytes; a bigger file is not a timestamp
 _BLACKBOARD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 
 # What copying one submission can raise: an unreadable file (OSError); for a zip entry a bad
@@ -424,6 +424,11 @@ def _attempt(c: _Candidate) -> tuple[bool, tuple[int, ...]]:
     return c.stamp is not None, c.stamp or ()
 
 
+# What a time nbgrader writes or reads can hold: digits, letters (month and zone names), and
+# the separators of dates, times and offsets; never a path separator.
+_TIME_TEXT = re.compile(r"[0-9A-Za-z :.,+\-_]{1,64}")
+
+
 def parse_time(text: str) -> dt.datetime:
     """A submission time as nbgrader reads one (``nbgrader.utils.parse_utc``: ``timestamp.txt``
     in nbgrader's exchange format ``%Y-%m-%d %H:%M:%S.%f %Z``, ISO 8601, ...; no zone = UTC),
@@ -435,9 +440,13 @@ def parse_time(text: str) -> dt.datetime:
     else:
         from nbgrader.utils import parse_utc
 
+        # parse_utc hands a zone word to dateutil's gettz, which opens a path as a zone file:
+        # a student's timestamp.txt must never make the grader read /proc/... or hang on it.
+        if not _TIME_TEXT.fullmatch(text.strip()):
+            raise ValueError("not a submission time (unexpected characters)")
         try:
             when = parse_utc(text)
-        except (OverflowError, TypeError) as exc:  # dateutil's other ways of saying "no"
+        except Exception as exc:  # dateutil's many ways of saying "no": never the run's end
             raise ValueError(str(exc)) from exc
     return when.replace(tzinfo=dt.UTC)
 
@@ -447,11 +456,11 @@ def _read_timestamp_file(path: Path, student: str, intake: Intake
     """``timestamp.txt``'s bytes and time, or None (with a note saying why) when it has none."""
     why = f"no submission time recorded, so no late check for {student}"
     try:
-        if path.lstat().st_size > _TIMESTAMP_MAX_BYTES:
-            intake.note(student, f"{TIMESTAMP_FILE} is over {_TIMESTAMP_MAX_BYTES} bytes, "
+        if path.lstat().st_size > TIMESTAMP_MAX_BYTES:
+            intake.note(student, f"{TIMESTAMP_FILE} is over {TIMESTAMP_MAX_BYTES} bytes, "
                         f"not a timestamp: {why}")
             return None
-        data = path.read_bytes()[:_TIMESTAMP_MAX_BYTES]
+        data = path.read_bytes()[:TIMESTAMP_MAX_BYTES]
         text = data.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         intake.note(student, f"{TIMESTAMP_FILE} is unreadable ({type(exc).__name__}): {why}")
