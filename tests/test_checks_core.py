@@ -432,3 +432,48 @@ def test_notebook_kernel_prints_warnings_to_stdout(capsys: pytest.CaptureFixture
     finally:
         warnings.showwarning = before
         InteractiveShell.clear_instance()
+
+
+# --------------------------------------------------------------------------- Student's t
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9, 10, 11, 30, 101])
+@pytest.mark.parametrize("alpha", [0.5, 0.1, 0.05, 0.01, 1e-6])
+def test_t_critical_is_scipys_two_sided_quantile(alpha: float, df: int) -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from dropout_course.checks.stats import t_critical
+
+    # 1e-9: near alpha = 1e-6 the series loses about 10 digits to 1 - alpha; the checks need 1e-6
+    assert t_critical(alpha, df) == pytest.approx(scipy_stats.t.ppf(1 - alpha / 2, df),
+                                                  rel=1e-9)
+
+
+def test_t_critical_refuses_what_is_not_a_level_or_a_whole_df() -> None:
+    from dropout_course.checks.stats import t_critical
+
+    for alpha, df in ((0.0, 3), (1.0, 3), (-0.1, 3), (float("nan"), 3), (0.05, 0), (0.05, 2.5),
+                      (0.05, True)):
+        with pytest.raises(ValueError):
+            t_critical(alpha, df)  # type: ignore[arg-type]
+
+
+def test_the_scipy_stand_in_agrees_with_scipy() -> None:
+    """tests/scipy_stand_in.py replaces SciPy on the GPU machine: where SciPy is installed, it
+    must give SciPy's numbers."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    if not hasattr(scipy_stats, "ttest_ind"):
+        pytest.skip("SciPy itself is not installed here (the stand-in is in use)")
+    import scipy_stand_in
+
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 5, 12):
+        a, b = rng.normal(0.9, 0.02, n), rng.normal(0.89, 0.02, n)
+        real, stand_in = scipy_stats.ttest_rel(a, b), scipy_stand_in._ttest_rel(a, b)
+        assert stand_in.statistic == pytest.approx(real.statistic, rel=1e-12)
+        assert stand_in.pvalue == pytest.approx(real.pvalue, rel=1e-9)
+        for q in (0.5, 0.9, 0.975, 0.025):
+            assert scipy_stand_in._T.ppf(q, n - 1) == pytest.approx(
+                scipy_stats.t.ppf(q, n - 1), rel=1e-11, abs=1e-15)
+        assert scipy_stand_in._T.interval(0.95, n - 1) == pytest.approx(
+            scipy_stats.t.interval(0.95, n - 1), rel=1e-11)
+    assert scipy_stand_in._Norm.ppf(0.975) == pytest.approx(scipy_stats.norm.ppf(0.975))

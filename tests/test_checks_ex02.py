@@ -293,6 +293,8 @@ def _random_checks(ns: dict[str, Any], seed: int) -> Iterator[tuple[str, Callabl
         yield f"values p={p}", lambda p=p: ex02.check_values_zero_or_scaled(ns["dropout"], p, seed)
         yield f"drop p={p}", lambda p=p: ex02.check_drop_fraction(ns["dropout"], p, seed=seed)
         yield f"mean p={p}", lambda p=p: ex02.check_mean_preserved(ns["dropout"], p, seed=seed)
+        yield f"count varies p={p}", lambda p=p: ex02.check_drop_count_varies(ns["dropout"], p,
+                                                                              seed=seed)
         yield f"np p={p}", lambda p=p: ex02.check_np_forward_random(ns["dropout_forward"], p,
                                                                     seed=seed)
         yield f"np basics p={p}", lambda p=p: ex02.check_np_forward_basics(
@@ -305,12 +307,12 @@ def test_random_checks_never_fail_the_reference(reference: dict[str, Any]) -> No
     """Every random check passes the reference solution for CALIBRATION_SEEDS seeds, on every
     available device, with zero failures allowed.
 
-    Per seed seven checks have a false-failure budget of 1e-6 each, however many devices and
-    dtypes they cover (drop count and mean for two p, the NumPy drop count for two p, and
-    check_masks_independent; the other random parts are below 1e-180), so correct bounds fail
-    at least once in 200 seeds with probability at most 1.4e-3. On the CPU the random streams
-    are fixed by the seeds, so the outcome is reproducible. A failure here means a bound is
-    wrong, not bad luck.
+    Per seed nine checks have a false-failure budget of 1e-6 each, however many devices and
+    dtypes they cover (drop count, its call-to-call spread and mean for two p, the NumPy drop
+    count for two p, and check_masks_independent; the other random parts are below 1e-180), so
+    correct bounds fail at least once in 200 seeds with probability at most 1.8e-3. On the CPU
+    the random streams are fixed by the seeds, so the outcome is reproducible. A failure here
+    means a bound is wrong, not bad luck.
     """
     failures = []
     for seed in range(CALIBRATION_SEEDS):
@@ -501,11 +503,25 @@ def uses_train_default(x, p=0.5, training=True, generator=None):
     return dropout_rand_ge(x, p, True, generator)
 
 
+def fixed_count(x, p=0.5, training=True, generator=None):
+    """Drops exactly round(p * n) units, chosen by a random permutation: the right rate, the
+    right scale, independent-looking neighbours, but not independent draws (the count never
+    varies)."""
+    p = _validate(p)
+    if not training or p == 0.0:
+        return x
+    order = torch.randperm(x.numel(), generator=generator, device=x.device)
+    keep = torch.ones(x.numel(), device=x.device, dtype=x.dtype)
+    keep[order[:round(p * x.numel())]] = 0.0
+    return x * keep.reshape(x.shape) / (1.0 - p)
+
+
 WRONG_TORCH = [no_rescale, scale_by_p, keep_with_p, keep_with_p_right_scale, per_row_mask,
                per_column_mask, on_in_eval, original_dropout_in_eval, batch_shared_mask,
                fixed_pattern, cached_mask, normal_noise_mask, reseeds_global, casts_to_float32,
                in_place, nan_at_p_one, no_validation, detached, via_numpy, ignores_generator,
-               multiplies_by_keep_probability, own_fixed_generator, uses_train_default]
+               multiplies_by_keep_probability, own_fixed_generator, uses_train_default,
+               fixed_count]
 #: Wrong only where a GPU is: on a CPU-only machine these are correct answers.
 WRONG_TORCH_CUDA = [mask_on_cpu]
 
@@ -689,8 +705,20 @@ class ModuleCpuGenerator(DropoutModule):
         return dropout_rand_ge(x, self.p, self.training, self.generator)
 
 
+class ModuleOneMask(DropoutModule):
+    """Draws its mask at the first call and reuses it for every later input of that shape."""
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        mask = getattr(self, "mask", None)
+        if mask is None or mask.shape != x.shape or mask.device != x.device:
+            self.mask = torch.rand(x.shape, device=x.device) >= self.p
+        return x * self.mask.to(x.dtype) / (1.0 - self.p)
+
+
 WRONG_MODULES = [ModuleIgnoresTraining, ModuleNoRepr, ModuleNoValidation, ModuleKeepsP,
-                 ModuleDetached, ModuleStoresPAsKeep]
+                 ModuleDetached, ModuleStoresPAsKeep, ModuleOneMask]
 
 
 @pytest.mark.parametrize("module", WRONG_MODULES, ids=lambda m: m.__name__)
@@ -710,7 +738,28 @@ def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> No
     modification for in-place, NaN at p = 1."""
     cells = cells_of_task("dropout")
     cases = {keep_with_p_right_scale: "dropped", in_place: "in place", nan_at_p_one: "p=1",
-             per_row_mask: "agree", detached: "autograd graph"}
+             per_row_mask: "agree", detached: "autograd graph",
+             fixed_count: "the number dropped must vary"}
     for wrong, phrase in cases.items():
         failures = cell_failures(cells, with_answers(reference, dropout=wrong))
         assert any(phrase in str(err) for err in failures.values()), (wrong.__name__, failures)
+
+
+def test_a_module_that_keeps_its_mask_is_told_so(reference: dict[str, Any]) -> None:
+    namespace = with_answers(reference, Dropout=ModuleOneMask)
+    failures = cell_failures(cells_of_task("module"), namespace)
+    assert any("two forward calls in train mode dropped exactly the same units" in str(err)
+               for err in failures.values()), failures
+
+
+def test_an_output_on_another_device_is_reported_not_a_crash(reference: dict[str, Any]) -> None:
+    """Seen on a GPU: a dropout that went through NumPy returned a CPU tensor for a CUDA input,
+    and a value check crashed with PyTorch's 'Expected all tensors to be on the same device'
+    instead of saying what is wrong. Reproduced on the CPU with PyTorch's meta device."""
+    def on_meta(x, p, training=True, generator=None):
+        return reference["dropout"](x, p, training, generator).to("meta")
+
+    failures = cell_failures(cells_of_task("dropout"), with_answers(reference, dropout=on_meta))
+    assert failures
+    assert all("returned a tensor on meta for an input on cpu" in str(err)
+               for err in failures.values()), failures

@@ -962,3 +962,18 @@ def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> No
     for (task, wrong), phrase in cases.items():
         failures = cell_failures(cells_of_task(task), {**reference, TASKS[task]: wrong})
         assert any(phrase in str(err) for err in failures.values()), (wrong.__name__, failures)
+
+
+def test_the_rate_check_does_not_fail_a_float16_count(reference: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a GPU (the only device where the checks add float16): a correct DropBlock that
+    sums its keep mask in x's dtype overflowed at 32 x 64 x 16 x 16 units and lost the hidden
+    rate cell. Reproduced on the CPU by adding float16 there."""
+    from dropout_course.checks import tensors
+
+    monkeypatch.setenv("COURSE_DEVICES", "cpu")
+    monkeypatch.setattr(tensors, "float_dtypes",
+                        lambda device: [torch.float32, torch.float16])
+    rate_cells = [(gid, src) for gid, src in cells_of_task("dropblock") if gid.endswith("rate")]
+    assert rate_cells
+    assert cell_failures(rate_cells, {**reference, TASKS["dropblock"]: dropblock_conv}) == {}

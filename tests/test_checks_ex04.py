@@ -42,6 +42,7 @@ from notebook_code import (
     task_answers,
     test_cells,
 )
+from scipy import stats as scipy_stats
 
 from autograder.demo.ex04_misconceptions import FAILED_CELLS, STUDENTS
 from autograder.engine import answers
@@ -116,7 +117,7 @@ def test_a_malformed_test_case_is_reported(reference: dict[str, Any]) -> None:
     for expected in ("helps", (0.395, 0.005), (0.395, 0.005, "better"), (0.395, "0.005", "helps"),
                      (True, 0.005, "helps")):
         with pytest.raises(AssertionError, match="malformed"):
-            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0,
+            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 0.05,
                                       expected)
 
 
@@ -125,13 +126,13 @@ def test_a_stated_case_that_contradicts_its_numbers_fails_the_reference(
     """The public check no longer works out the verdict itself; a test case whose stated numbers
     or verdict are wrong fails the reference solution instead (so
     test_reference_solution_passes_the_test_cell proves every stated case right)."""
-    good = answers.paired_verdict([0.9, 0.91], [0.5, 0.52], 2.0)
+    good = answers.paired_verdict([0.9, 0.91], [0.5, 0.52], 0.05)
     assert good[2] == "helps"
-    ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0, good)
+    ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 0.05, good)
     for wrong in ((*good[:2], "hurts"), (good[0] + 1e-3, *good[1:]),
                   (good[0], 2 * good[1], "helps")):
         with pytest.raises(AssertionError, match=HINT):
-            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 2.0,
+            ex04.check_paired_verdict(reference["paired_verdict"], [0.9, 0.91], [0.5, 0.52], 0.05,
                                       wrong)
 
 
@@ -239,16 +240,16 @@ def _enable(model, *, kinds=FAMILY, exact=False, how="eval_then", check_none=Tru
     return [m for _, m in found] if names_out == "modules" else [n for n, _ in found]
 
 
-def _verdict(a, b, z=2.0, *, se="paired", ddof=1, abs_only=False, fixed_z=None, validate=True,
-             mutate=False):
+def _verdict(a, b, alpha=0.05, *, se="paired", ddof=1, abs_only=False, fixed_alpha=None,
+             validate=True, mutate=False, critical="t"):
     if mutate:
         a.sort()
         b.sort()
     a, b = [float(v) for v in a], [float(v) for v in b]
     if validate and (len(a) != len(b) or len(a) < 2 or not all(map(math.isfinite, a + b))
-                     or not (isinstance(z, numbers.Real) and math.isfinite(z) and z > 0)):
+                     or not (isinstance(alpha, numbers.Real) and 0 < alpha < 1)):
         raise ValueError("bad input")
-    z = fixed_z or z
+    alpha = fixed_alpha or alpha
     d = np.array(a) - np.array(b)
     n = len(d)
     mean = float(d.mean())
@@ -258,6 +259,11 @@ def _verdict(a, b, z=2.0, *, se="paired", ddof=1, abs_only=False, fixed_z=None, 
         err = float(d.std(ddof=1))
     else:  # unpaired: two independent samples
         err = float(math.sqrt(np.var(a, ddof=1) / n + np.var(b, ddof=1) / n))
+    z = {"t": lambda: scipy_stats.t.ppf(1 - alpha / 2, n - 1),
+         "normal": lambda: scipy_stats.norm.ppf(1 - alpha / 2),
+         "two": lambda: 2.0,
+         "one-sided": lambda: scipy_stats.t.ppf(1 - alpha, n - 1),
+         "df=n": lambda: scipy_stats.t.ppf(1 - alpha / 2, n)}[critical]()
     if abs_only:
         return mean, err, "helps" if abs(mean) > z * err else "inconclusive"
     return mean, err, "helps" if mean > z * err else "hurts" if mean < -z * err else \
@@ -325,20 +331,49 @@ def enable_by_setting_flags(model):
     return names
 
 
-def verdict_statistics(with_dropout, without_dropout, z=2.0):
+def _verdict_args(with_dropout, without_dropout, alpha):
     a, b = list(with_dropout), list(without_dropout)
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("bad lengths")
     d = [float(u) - float(v) for u, v in zip(a, b, strict=True)]
-    if not all(map(math.isfinite, d)) or isinstance(z, bool) or not math.isfinite(z) or z <= 0:
+    if not all(map(math.isfinite, d)) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ValueError("bad values")
+    return d
+
+
+def verdict_statistics(with_dropout, without_dropout, alpha=0.05):
+    """statistics.fmean/stdev and the critical value from scipy.stats.t.ppf."""
+    d = _verdict_args(with_dropout, without_dropout, alpha)
     mean, err = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
-    return mean, err, "helps" if mean > z * err else "hurts" if mean < -z * err else \
-        "inconclusive"
+    bar = scipy_stats.t.ppf(1 - alpha / 2, len(d) - 1) * err
+    return mean, err, "helps" if mean > bar else "hurts" if mean < -bar else "inconclusive"
 
 
-def verdict_numpy(with_dropout, without_dropout, z=2.0):
-    return _verdict(list(with_dropout), list(without_dropout), z)
+def verdict_numpy(with_dropout, without_dropout, alpha=0.05):
+    return _verdict(list(with_dropout), list(without_dropout), alpha)
+
+
+def verdict_p_value(with_dropout, without_dropout, alpha=0.05):
+    """scipy.stats.ttest_rel's two-sided p-value against alpha; zero spread by hand."""
+    d = _verdict_args(with_dropout, without_dropout, alpha)
+    mean, err = float(np.mean(d)), float(np.std(d, ddof=1) / math.sqrt(len(d)))
+    if err == 0.0:
+        return mean, err, "helps" if mean > 0 else "hurts" if mean < 0 else "inconclusive"
+    p = scipy_stats.ttest_rel(np.asarray(with_dropout, float), np.asarray(without_dropout, float))
+    if p.pvalue >= alpha:
+        return mean, err, "inconclusive"
+    return mean, err, "helps" if mean > 0 else "hurts"
+
+
+def verdict_interval(with_dropout, without_dropout, alpha=0.05):
+    """The (1 - alpha) t confidence interval of the mean difference must exclude 0."""
+    d = _verdict_args(with_dropout, without_dropout, alpha)
+    n = len(d)
+    mean = sum(d) / n
+    err = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
+    half = scipy_stats.t.interval(1 - alpha, n - 1)[1] * err
+    low, high = mean - half, mean + half
+    return mean, err, "helps" if low > 0 else "hurts" if high < 0 else "inconclusive"
 
 
 CORRECT = {
@@ -346,7 +381,7 @@ CORRECT = {
     "scale": [scale_keep_probability],
     "evaluate": [evaluate_by_name, evaluate_reference_loop],
     "enable": [enable_by_base_class, enable_by_setting_flags],
-    "verdict": [verdict_statistics, verdict_numpy],
+    "verdict": [verdict_statistics, verdict_numpy, verdict_p_value, verdict_interval],
 }
 
 
@@ -511,34 +546,53 @@ def enable_without_type_check(model):
     return _enable(model)
 
 
-def verdict_population_sd(a, b, z=2.0):
-    return _verdict(a, b, z, ddof=0)
+def verdict_population_sd(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, ddof=0)
 
 
-def verdict_sd_not_se(a, b, z=2.0):
-    return _verdict(a, b, z, se="sd")
+def verdict_sd_not_se(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, se="sd")
 
 
-def verdict_unpaired(a, b, z=2.0):
-    return _verdict(a, b, z, se="unpaired")
+def verdict_unpaired(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, se="unpaired")
 
 
-def verdict_never_hurts(a, b, z=2.0):
-    return _verdict(a, b, z, abs_only=True)
+def verdict_never_hurts(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, abs_only=True)
 
 
-def verdict_ignores_z(a, b, z=2.0):
-    return _verdict(a, b, z, fixed_z=2.0)
+def verdict_ignores_alpha(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, fixed_alpha=0.05)
 
 
-def verdict_no_validation(a, b, z=2.0):
-    return _verdict(list(a), list(b), 2.0 if z <= 0 or math.isnan(z) else z, validate=False) \
+def verdict_two_standard_errors(a, b, alpha=0.05):
+    """The old exercise's rule: 2 standard errors whatever the number of seeds."""
+    return _verdict(a, b, alpha, critical="two")
+
+
+def verdict_normal(a, b, alpha=0.05):
+    """The normal quantile (1.96 at alpha = 0.05) in place of Student's t."""
+    return _verdict(a, b, alpha, critical="normal")
+
+
+def verdict_one_sided(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, critical="one-sided")
+
+
+def verdict_n_degrees_of_freedom(a, b, alpha=0.05):
+    return _verdict(a, b, alpha, critical="df=n")
+
+
+def verdict_no_validation(a, b, alpha=0.05):
+    ok = isinstance(alpha, numbers.Real) and 0 < alpha < 1
+    return _verdict(list(a), list(b), alpha if ok else 0.05, validate=False) \
         if len(a) == len(b) and len(a) >= 2 else (0.0, 0.0, "inconclusive")
 
 
-def verdict_sorts_inputs(a, b, z=2.0):
+def verdict_sorts_inputs(a, b, alpha=0.05):
     """Sorts the caller's lists in place: breaks the pairing and modifies the inputs."""
-    return _verdict(a, b, z, mutate=isinstance(a, list) and isinstance(b, list))
+    return _verdict(a, b, alpha, mutate=isinstance(a, list) and isinstance(b, list))
 
 
 WRONG = {
@@ -555,7 +609,9 @@ WRONG = {
                enable_without_eval, enable_no_error, enable_error_after_eval,
                enable_returns_modules, enable_without_type_check],
     "verdict": [verdict_population_sd, verdict_sd_not_se, verdict_unpaired, verdict_never_hurts,
-                verdict_ignores_z, verdict_no_validation, verdict_sorts_inputs],
+                verdict_ignores_alpha, verdict_two_standard_errors, verdict_normal,
+                verdict_one_sided, verdict_n_degrees_of_freedom, verdict_no_validation,
+                verdict_sorts_inputs],
 }
 #: Wrong only where a GPU is: on a CPU-only machine these are correct answers.
 WRONG_CUDA = {"evaluate": [evaluate_predictions_on_cpu]}
@@ -581,7 +637,8 @@ def test_the_visible_cells_catch_the_misconceptions(reference: dict[str, Any]) -
     """The chapter's misconceptions fail the *visible* test, so students see them at once."""
     for task, wrong in (("counts", counts_scaled_by_keep), ("scale", scale_by_p),
                         ("evaluate", evaluate_colleague), ("enable", enable_model_train),
-                        ("verdict", verdict_unpaired)):
+                        ("verdict", verdict_unpaired), ("verdict", verdict_two_standard_errors),
+                        ("verdict", verdict_normal)):
         visible = [(gid, src) for gid, src in cells_of_task(task) if gid.endswith("_visible")]
         assert cell_failures(visible, {**reference, TASKS[task]: wrong}), wrong.__name__
 
@@ -603,6 +660,8 @@ def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> No
         ("verdict", verdict_population_sd): "population standard deviation",
         ("verdict", verdict_sd_not_se): "not divided by sqrt(n)",
         ("verdict", verdict_sorts_inputs): "modified its inputs",
+        ("verdict", verdict_two_standard_errors): "normal-distribution critical value",
+        ("verdict", verdict_normal): "normal-distribution critical value",
     }
     for (task, wrong), phrase in cases.items():
         failures = cell_failures(cells_of_task(task), {**reference, TASKS[task]: wrong})

@@ -74,6 +74,34 @@ def test_bibliography_holds_exactly_the_cited_papers() -> None:
     assert "{bibliography}" in page
 
 
+def _citation_labels(bib: str) -> dict[str, str]:
+    """key -> the author-year label a reader sees, e.g. 'Gal & Ghahramani 2016a' (first
+    authors' surnames, 'et al.' beyond two, and the year field as written)."""
+    from pybtex.database import parse_string
+
+    labels = {}
+    for key, entry in parse_string(bib, "bibtex").entries.items():
+        names = [" ".join(person.last_names) for person in entry.persons["author"]]
+        who = " & ".join(names) if len(names) <= 2 else f"{names[0]} et al."
+        labels[key] = f"{who} {entry.fields['year']}"
+    return labels
+
+
+def test_no_two_papers_read_the_same_in_the_text() -> None:
+    """Two papers by the same authors in the same year must be told apart (2016a, 2016b): an
+    author-year citation otherwise points at either. The check is shown to work on a planted
+    second Gal & Ghahramani 2016 entry."""
+    bib = (ROOT / "chapters" / "references.bib").read_text(encoding="utf-8")
+    labels = _citation_labels(bib)
+    seen: dict[str, str] = {}
+    for key, label in labels.items():
+        assert label not in seen, f"{key} and {seen[label]} both read '{label}'"
+        seen[label] = key
+    planted = bib + "\n@misc{planted, author = {Gal, Yarin and Ghahramani, Zoubin}, " \
+                    "title = {Planted}, year = {2016a}}\n"
+    assert len(set(_citation_labels(planted).values())) == len(labels)
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_audits_its_figures_and_shows_progress(chapter: Path) -> None:
     """The setup cell turns the figure audit on, the last cell enforces it, and long loops use
@@ -116,3 +144,4 @@ def test_figure_audit_reports_what_a_reader_would_miss() -> None:
     colours = [p for p in figure_problems(fig) if "colour-blind" in p]
     assert len(colours) == 2 and "line 'c'" in colours[1] and "jet" in colours[0], colours
     plt.close(fig)
+

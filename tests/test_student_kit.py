@@ -140,7 +140,8 @@ def test_requirements_are_lean_and_pin_torch(kit_zip: Path) -> None:
              if line.strip() and not line.lstrip().startswith("#")]
     assert f"./{WHEEL}" in lines
     reqs = {r.name: r for r in (Requirement(line) for line in lines if line != f"./{WHEEL}")}
-    assert set(reqs) == {"torch", "numpy", "matplotlib", "scikit-learn", "jupyterlab", "nbgrader"}
+    assert set(reqs) == {"torch", "numpy", "matplotlib", "scikit-learn", "scipy", "jupyterlab",
+                         "nbgrader"}
     assert str(reqs["torch"].specifier) == "==2.13.0"
     assert str(reqs["nbgrader"].specifier) == "==0.9.6"
     lab = reqs["jupyterlab"].specifier

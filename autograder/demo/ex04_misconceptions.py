@@ -124,16 +124,19 @@ def enable_mc_dropout(model):
 '''
 
 _VERDICT = '''
-def paired_verdict(with_dropout, without_dropout, z=2.0):
-    """NumPy statistics."""
+def paired_verdict(with_dropout, without_dropout, alpha=0.05):
+    """NumPy statistics, SciPy's t quantile."""
+    from scipy import stats
+
     d = np.asarray(with_dropout, dtype=float) - np.asarray(without_dropout, dtype=float) \\
         if len(with_dropout) == len(without_dropout) else None
     if d is None or d.size < 2 or not np.isfinite(d).all():
         raise ValueError("need two equally long lists of at least 2 finite scores")
-    if isinstance(z, bool) or not isinstance(z, numbers.Real) or not (0 < z < math.inf):
-        raise ValueError(f"z must be a finite positive number, got {z!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     mean, err = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
-    return mean, err, "helps" if mean > z * err else "hurts" if mean < -z * err else "inconclusive"
+    bar = float(stats.t.ppf(1 - alpha / 2, d.size - 1)) * err
+    return mean, err, "helps" if mean > bar else "hurts" if mean < -bar else "inconclusive"
 '''
 
 # The population standard deviation (NumPy's default ddof=0).

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 from dropout_course.checks.ex03 import ALPHA_PRIME
+from dropout_course.checks.stats import t_critical
 from dropout_course.layers import GaussianDropout
 
 __all__ = ["DROPOUT_LAYERS", "alpha_affine", "dropblock_gamma", "paired_verdict"]
@@ -48,12 +49,14 @@ def dropblock_gamma(p: float, block_size: int, height: int, width: int) -> float
     return p / block_size**2 * (height * width) / valid
 
 
-def paired_verdict(with_dropout: Sequence[float], without_dropout: Sequence[float], z: float
-                   ) -> tuple[float, float, str]:
+def paired_verdict(with_dropout: Sequence[float], without_dropout: Sequence[float],
+                   alpha: float = 0.05) -> tuple[float, float, str]:
     """Exercise 4, Task 5 on valid input: (mean_diff, std_err, verdict) of the paired
-    differences, with ``statistics.fmean`` and ``statistics.stdev`` (divisor n - 1)."""
+    differences, with ``statistics.fmean`` and ``statistics.stdev`` (divisor n - 1); the verdict
+    is the two-sided paired t-test at level ``alpha`` (critical value t_{1 - alpha/2, n - 1})."""
     diffs = [float(x) - float(y) for x, y in zip(with_dropout, without_dropout, strict=True)]
     mean = statistics.fmean(diffs)
     err = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    verdict = "helps" if mean > z * err else "hurts" if mean < -z * err else "inconclusive"
+    bar = t_critical(alpha, len(diffs) - 1) * err
+    verdict = "helps" if mean > bar else "hurts" if mean < -bar else "inconclusive"
     return mean, err, verdict

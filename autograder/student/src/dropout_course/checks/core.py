@@ -124,16 +124,17 @@ def run_student(
 ) -> Any:
     """Call a student's function and turn any exception into a failure that says which call.
 
-    ``NotImplementedError`` (the stub left in place) gets its own message.
+    ``NotImplementedError`` (the stub left in place) gets its own message. The call is
+    rendered only when it failed: a tensor's repr costs milliseconds, more than most calls.
     """
-    call = describe_call(fn, args, kwargs)
     try:
         return call_quietly(fn, args, kwargs)
     except NotImplementedError:
-        raise not_written_error(call) from None
+        raise not_written_error(describe_call(fn, args, kwargs)) from None
     except Exception as err:
         raise AssertionError(
-            f"{call} raised {type(err).__name__}: {err}\n  What to check: {hint}"
+            f"{describe_call(fn, args, kwargs)} raised {type(err).__name__}: {err}\n"
+            f"  What to check: {hint}"
         ) from err
 
 

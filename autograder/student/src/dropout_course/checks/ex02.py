@@ -25,11 +25,17 @@ from . import contract
 from .core import expect, expect_raises, fail, run_student, short_repr
 from .devices import available_devices
 from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
-from .stats import DEFAULT_FALSE_FAILURE, binomial_count_bounds, hoeffding_half_width
+from .stats import (
+    DEFAULT_FALSE_FAILURE,
+    binomial_count_bounds,
+    binomial_spread_lower_bound,
+    hoeffding_half_width,
+)
 from .tensors import device_dtype_cases, generator_on, positive, ulps
 
 __all__ = [
     "INVALID_P",
+    "check_drop_count_varies",
     "check_drop_fraction",
     "check_dropout_module",
     "check_eval_and_p0_identity",
@@ -118,6 +124,39 @@ def check_drop_fraction(dropout: Callable[..., Any], p: float, n: int = 200_000,
                           f"dropout(x of {n} elements, {dtype} on {device.type}, p={p})",
                           "p is the probability of DROPPING a unit: keep with probability "
                           "1 - p, e.g. torch.rand(..., generator=generator) >= p.")
+
+
+def check_drop_count_varies(dropout: Callable[..., Any], p: float, n: int = 1000,
+                            calls: int = 200, seed: int = 0) -> None:
+    """Each unit is dropped by its own draw, not a fixed number of units per call: over
+    ``calls`` calls on n elements (one generator), on every device in float32 and float64.
+
+    For a correct dropout the dropped counts K_r are independent Binomial(n, p), so
+    S = sum_r (K_r - n p)^2 has mean calls * n p (1 - p) and stays above
+    :func:`~dropout_course.checks.stats.binomial_spread_lower_bound`. False-failure probability
+    1e-6 for the whole check, split evenly over its device/dtype cases. At n = 1000 and 200
+    calls the bound is about a third of the mean (p = 0.2 and 0.7); dropping exactly round(p n)
+    units (a random permutation) gives S < 200 / 4, thousands of times lower.
+    """
+    cases = device_dtype_cases((torch.float32, torch.float64))
+    budget = DEFAULT_FALSE_FAILURE / len(cases)
+    bound = binomial_spread_lower_bound(n, p, calls, budget)
+    for device, dtype in cases:
+        x = positive((n,), device, dtype, seed=17)
+        gen = generator_on(device, seed)
+        counts = [int((_call(dropout, x, p, True, gen) == 0).sum()) for _ in range(calls)]
+        spread = sum((k - n * p) ** 2 for k in counts)
+        expect(
+            spread > bound,
+            f"dropout(x of {n} elements, {dtype} on {device.type}, p={p}), called {calls} "
+            f"times, dropped {min(counts)}..{max(counts)} units: their mean squared distance "
+            f"from n p is {spread / calls:.1f}, but independent draws give n p (1 - p) = "
+            f"{n * p * (1 - p):.1f} and a correct dropout stays above {bound / calls:.1f} "
+            f"(false-failure probability {budget:.2g})",
+            "decide every unit by its own random draw (torch.rand(x.shape) >= p, or "
+            "torch.bernoulli): the number dropped must vary from call to call; do not drop a "
+            "fixed number round(p * n) of units (e.g. with torch.randperm).",
+        )
 
 
 def check_mean_preserved(dropout: Callable[..., Any], p: float, n: int = 200_000,
@@ -251,9 +290,10 @@ def check_module_gradient(module_class: type[torch.nn.Module], p: float = 0.3) -
 
 def check_dropout_module(module_class: type[torch.nn.Module], p: float = 0.3) -> None:
     """``Dropout``: a Module with attribute p and p in its repr; invalid p raises ValueError;
-    train() drops units, eval() is the identity; works after .to(device) on every device.
-    Exact except the 'drops units in training' part, which fails a correct module with
-    probability (1 - p)^4096 < 1e-600."""
+    train() drops units, and a fresh mask in every forward call; eval() is the identity; works
+    after .to(device) on every device. Exact except 'drops units in training', which fails a
+    correct module with probability (1 - p)^4096 < 1e-600, and 'a fresh mask', which fails it
+    when two calls drop the same units: (p^2 + (1 - p)^2)^4096 < 1e-600 for 0.3 <= p <= 0.75."""
     module = run_student(module_class, p)
     name = getattr(module_class, "__name__", "Dropout")
     expect(isinstance(module, torch.nn.Module), f"{name}({p}) is not a torch.nn.Module",
@@ -276,6 +316,13 @@ def check_dropout_module(module_class: type[torch.nn.Module], p: float = 0.3) ->
             and bool((out == 0).any()),
             f"{where} in train mode dropped nothing (or changed the output's device or dtype)",
             "forward must apply dropout when self.training is True, on x's device.",
+        )
+        again = run_student(moved, x)
+        expect(
+            isinstance(again, torch.Tensor) and not torch.equal(out == 0, again == 0),
+            f"{where}: two forward calls in train mode dropped exactly the same units",
+            "draw a fresh mask in every forward call (call your dropout there); do not draw it "
+            "once in __init__ or keep it from an earlier call.",
         )
         run_student(moved.eval)
         out = run_student(moved, x)

@@ -8,7 +8,8 @@ p is the DROP probability throughout. The functions under test (the exercise's c
 * ``inference_scale(p, inverted) -> float``
 * ``evaluate_accuracy(model, x, y, batch_size=256) -> (accuracy, predictions)``
 * ``enable_mc_dropout(model) -> list[str]``
-* ``paired_verdict(with_dropout, without_dropout, z=2.0) -> (mean_diff, std_err, verdict)``
+* ``paired_verdict(with_dropout, without_dropout, alpha=0.05) -> (mean_diff, std_err, verdict)``
+  (a two-sided paired t-test)
 
 Almost every check here is exact. The only randomness is dropout itself in
 :func:`check_enable_mc_dropout` and :func:`check_evaluate_accuracy`; each docstring states how
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ from .modules import (
     seeded,
     wrong_modes,
 )
+from .stats import t_critical
 from .tensors import device_dtype_cases
 
 __all__ = [
@@ -598,10 +601,10 @@ def check_enable_mc_invalid(enable_mc_dropout: Callable[..., Any]) -> None:
 # --------------------------------------------------------------------------- task 5: verdict
 
 
-def _verdict_result(fn: Callable[..., Any], a: Any, b: Any, z: float
+def _verdict_result(fn: Callable[..., Any], a: Any, b: Any, alpha: float
                     ) -> tuple[float, float, str, str]:
-    call = describe_call(fn, (a, b), {"z": z})
-    result = run_student(fn, a, b, z=z)
+    call = describe_call(fn, (a, b), {"alpha": alpha})
+    result = run_student(fn, a, b, alpha=alpha)
     expect(isinstance(result, tuple) and len(result) == 3,
            f"{call} returned {short_repr(result)}; expected (mean_diff, std_err, verdict)",
            "return the three values as one tuple, in the order (mean_diff, std_err, verdict).")
@@ -629,17 +632,36 @@ def _expected_case(expected: Any) -> tuple[float, float, str]:
     return float(expected[0]), float(expected[1]), expected[2]
 
 
-def _judge(fn: Callable[..., Any], a: Any, b: Any, z: float,
+def _sign_verdict(mean: float, bar: float) -> str:
+    return "helps" if mean > bar else "hurts" if mean < -bar else "inconclusive"
+
+
+def _verdict_hint(n: int, alpha: float, mean: float, err: float, verdict: str) -> str:
+    """What to check when the verdict is wrong; names the normal-approximation mistake (1.96 or
+    2 standard errors), which a t-test with few seeds must not make."""
+    t_star = t_critical(alpha, n - 1)
+    hint = (f"a paired t-test at level alpha: with n = {n} seeds the critical value is "
+            f"t_(1 - alpha/2, n - 1) = {t_star:.4g}; 'helps' if mean_diff > t* * std_err, "
+            "'hurts' if mean_diff < -t* * std_err, 'inconclusive' otherwise (both strict).")
+    normal = (NormalDist().inv_cdf(1.0 - alpha / 2.0), 2.0)
+    if any(z < t_star and _sign_verdict(mean, z * err) == verdict for z in normal):
+        return (f"you seem to have used a normal-distribution critical value ({normal[0]:.3g}, "
+                f"or 2 standard errors); with n - 1 = {n - 1} degrees of freedom use Student's "
+                "t, " + hint)
+    return hint
+
+
+def _judge(fn: Callable[..., Any], a: Any, b: Any, alpha: float,
            expected: tuple[float, float, str]) -> None:
-    mean, err, verdict, call = _verdict_result(fn, a, b, z)
+    mean, err, verdict, call = _verdict_result(fn, a, b, alpha)
     want_mean, want_err, want_verdict = expected
+    n = len(list(a))
     tol = 1e-9 * max(1.0, abs(want_mean), want_err)
     expect(math.isclose(mean, want_mean, rel_tol=1e-9, abs_tol=tol),
            f"{call}: mean_diff is {mean!r}; expected {want_mean!r}",
            "pair the runs by seed: d_i = with_dropout[i] - without_dropout[i], and mean_diff is "
            "the mean of the d_i.")
     if not math.isclose(err, want_err, rel_tol=1e-9, abs_tol=tol):
-        n = len(list(a))
         hints = {
             "the population standard deviation (divisor n)":
                 want_err * math.sqrt((n - 1) / n),
@@ -652,21 +674,22 @@ def _judge(fn: Callable[..., Any], a: Any, b: Any, z: float,
              "std_err = stdev(d) / sqrt(n), with the sample standard deviation (divisor n - 1) "
              "of the paired differences d_i: pairing by seed removes the seed-to-seed "
              "variation that both settings share.")
+    t_star = t_critical(alpha, n - 1)
     expect(verdict == want_verdict,
            f"{call}: verdict is {verdict!r}; expected {want_verdict!r} (mean_diff "
-           f"{want_mean:.4g}, z * std_err {z * want_err:.4g})",
-           "'helps' if mean_diff > z * std_err, 'hurts' if mean_diff < -z * std_err, "
-           "'inconclusive' otherwise (both comparisons strict).")
+           f"{want_mean:.4g}, t* * std_err {t_star * want_err:.4g})",
+           _verdict_hint(n, alpha, mean, err, verdict))
 
 
 def check_paired_verdict(paired_verdict: Callable[..., Any], with_dropout: Sequence[float],
-                         without_dropout: Sequence[float], z: float,
+                         without_dropout: Sequence[float], alpha: float,
                          expected: tuple[float, float, str]) -> None:
-    """One worked case: mean_diff, std_err (to 1e-9) and the verdict, all three stated by the
-    test cell as ``expected`` (worked out once by the course staff, so a wrong formula in this
-    library could not agree with a wrong answer); the inputs are not modified. Exact."""
+    """One worked case: mean_diff, std_err (to 1e-9) and the verdict of a two-sided paired
+    t-test at level ``alpha``, all three stated by the test cell as ``expected`` (worked out
+    once by the course staff, so a wrong formula in this library could not agree with a wrong
+    answer); the inputs are not modified. Exact."""
     a, b = list(with_dropout), list(without_dropout)
-    _judge(paired_verdict, a, b, z, _expected_case(expected))
+    _judge(paired_verdict, a, b, alpha, _expected_case(expected))
     expect(a == list(with_dropout) and b == list(without_dropout),
            f"{_name(paired_verdict)} modified its inputs", "only read the two lists.")
 
@@ -674,38 +697,41 @@ def check_paired_verdict(paired_verdict: Callable[..., Any], with_dropout: Seque
 def check_paired_verdict_random(paired_verdict: Callable[..., Any],
                                 reference: Callable[..., tuple[float, float, str]], seed: int,
                                 n_cases: int = 200) -> None:
-    """Seeded random cases (2 to 12 seeds; lists, tuples and NumPy arrays; z in {1, 2, 3}):
-    mean_diff and std_err to 1e-9 and the verdict, against ``reference(a, b, z)``, the test
-    cell's reference answer (the course staff's, from ``statistics.fmean`` and
-    ``statistics.stdev``). Cases within 1e-6 of a verdict boundary are skipped, so rounding
-    cannot decide them. Exact."""
+    """Seeded random cases (2 to 12 seeds; lists, tuples and NumPy arrays; alpha in {0.01,
+    0.05, 0.1}): mean_diff and std_err to 1e-9 and the verdict, against
+    ``reference(a, b, alpha)``, the test cell's reference answer (the course staff's). Cases
+    whose |mean_diff| is within 1e-6 (relative) of t* * std_err are skipped, so rounding, or a
+    p-value computed instead of a critical value, cannot decide them. Exact."""
     rng = np.random.default_rng(seed)
     for _ in range(n_cases):
         n = int(rng.integers(2, 13))
         base = rng.uniform(0.6, 0.95, n)
         effect = rng.choice([-0.03, 0.0, 0.02]) + rng.normal(0.0, 0.01, n)
         a, b = np.round(base + effect, 4), np.round(base, 4)
-        z = float(rng.choice([1.0, 2.0, 3.0]))
+        alpha = float(rng.choice([0.01, 0.05, 0.1]))
         kind = int(rng.integers(3))
         args = (a.tolist(), b.tolist()) if kind == 0 else \
             (tuple(a.tolist()), tuple(b.tolist())) if kind == 1 else (a.copy(), b.copy())
-        expected = _expected_case(tuple(reference(a.tolist(), b.tolist(), z)))
-        if abs(abs(expected[0]) - z * expected[1]) < 1e-6:
+        expected = _expected_case(tuple(reference(a.tolist(), b.tolist(), alpha)))
+        bar = t_critical(alpha, n - 1) * expected[1]
+        if abs(abs(expected[0]) - bar) <= 1e-6 * max(bar, 1e-12):
             continue
-        _judge(paired_verdict, *args, z, expected)
+        _judge(paired_verdict, *args, alpha, expected)
 
 
 def check_paired_verdict_invalid(paired_verdict: Callable[..., Any]) -> None:
-    """Lists of different lengths, fewer than two seeds, a NaN or infinite value, and z that is
-    not a finite number > 0 raise ValueError. Exact."""
+    """Lists of different lengths, fewer than two seeds, a NaN or infinite value, and alpha
+    that is not a number strictly between 0 and 1 raise ValueError. Exact."""
     fn = paired_verdict
     cases = [(([0.9, 0.8], [0.7]), {}, "the lists differ in length"),
              (([0.9], [0.8]), {}, "one seed gives no standard error"),
              (([], []), {}, "no seeds"),
              (([0.9, float("nan")], [0.8, 0.7]), {}, "a NaN accuracy"),
              (([0.9, 0.8], [0.8, float("inf")]), {}, "an infinite accuracy"),
-             (([0.9, 0.8], [0.8, 0.7]), {"z": 0.0}, "z = 0"),
-             (([0.9, 0.8], [0.8, 0.7]), {"z": -2.0}, "a negative z"),
-             (([0.9, 0.8], [0.8, 0.7]), {"z": float("nan")}, "z is NaN")]
+             (([0.9, 0.8], [0.8, 0.7]), {"alpha": 0.0}, "alpha = 0"),
+             (([0.9, 0.8], [0.8, 0.7]), {"alpha": 1.0}, "alpha = 1"),
+             (([0.9, 0.8], [0.8, 0.7]), {"alpha": -0.05}, "a negative alpha"),
+             (([0.9, 0.8], [0.8, 0.7]), {"alpha": 5.0}, "alpha = 5 (a percentage?)"),
+             (([0.9, 0.8], [0.8, 0.7]), {"alpha": float("nan")}, "alpha is NaN")]
     for args, kwargs, why in cases:
         expect_raises(fn, args, ValueError, why, kwargs=kwargs)

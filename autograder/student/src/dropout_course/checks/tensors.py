@@ -52,4 +52,13 @@ def call_tensor_fn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.T
         f"{name} returned a {type(out).__name__}, not a torch.Tensor",
         "build the output with torch operations (no NumPy) so autograd and devices work.",
     )
+    inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    # Checked here, not only in the shape/dtype/device check: comparing a CPU result with a
+    # CUDA input would raise PyTorch's own error inside a value check instead of saying this.
+    expect(
+        not inputs or out.device == inputs[0].device,
+        f"{name} returned a tensor on {out.device} for an input on {inputs[0].device}"
+        if inputs else "",
+        "keep the input's device: draw the mask with device=x.device (no .cpu(), no NumPy).",
+    )
     return out
