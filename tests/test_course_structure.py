@@ -145,3 +145,42 @@ def test_figure_audit_reports_what_a_reader_would_miss() -> None:
     assert len(colours) == 2 and "line 'c'" in colours[1] and "jet" in colours[0], colours
     plt.close(fig)
 
+
+
+def test_figure_audit_refuses_truncated_bars_out_of_range_error_bars_and_small_text() -> None:
+    """Issue 18's figure rules: a bar chart on a 0.85-1.0 axis, error bars past 1 on an accuracy
+    axis and a 12 in wide figure with 8 pt legends are each reported; the same figure drawn
+    readably (bars from 0, clipped error bars, 7 in wide) passes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chapters._scripts.figures import figure_problems
+
+    def draw(width: float, lower: float, err_top: float, legend_pt: float) -> list[str]:
+        fig, ax = plt.subplots(figsize=(width, 3))
+        ax.bar([0, 1], [0.93, 0.95], color=["#0072B2", "#E69F00"], label="mean")
+        ax.errorbar([0, 1], [0.93, 0.95], yerr=[[0.02, 0.02], [err_top, err_top]],
+                    fmt="none", ecolor="#000000", label="95 % interval")
+        ax.set(title="accuracies", xlabel="setting", ylabel="test accuracy", ylim=(lower, 1.0))
+        ax.legend(fontsize=legend_pt)
+        problems = figure_problems(fig)
+        plt.close(fig)
+        return problems
+
+    bad = draw(width=12, lower=0.85, err_top=0.08, legend_pt=8)
+    assert any("leaves out 0" in p for p in bad), bad
+    assert any("error bars past [0, 1]" in p for p in bad), bad
+    assert any("legend text" in p for p in bad), bad
+    assert any("tick labels" in p for p in bad), bad  # default 10 pt x 7.3/12 < 8 pt
+    assert draw(width=7, lower=0.0, err_top=0.04, legend_pt=10) == []
+    # A bar floated above 0 with `bottom` is a truncated bar too; a shaded band past 1 is caught.
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar([0], [0.1], bottom=0.85, color="#0072B2")
+    ax.fill_between([0, 1], [0.9, 0.95], [1.02, 1.05], color="#56B4E9", alpha=0.3)
+    ax.set(title="t", xlabel="x", ylabel="fraction kept", ylim=(0, 1.1))
+    problems = figure_problems(fig)
+    plt.close(fig)
+    assert any("do not start at 0" in p for p in problems), problems
+    assert any("shaded band past [0, 1]" in p for p in problems), problems

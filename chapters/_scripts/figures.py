@@ -9,11 +9,19 @@ chapter's last cell) fails the build if there was any. Rules, per axes that show
   ``imshow`` (masks, feature maps) and on an axis shared with a labelled neighbour;
 * a legend when two or more artists carry a label;
 * colours a colour-blind reader can tell apart: lines, markers, bars and areas in the Okabe-Ito
-  palette or a grey, pictures in a perceptually ordered or colour-blind-safe colour map.
+  palette or a grey, pictures in a perceptually ordered or colour-blind-safe colour map;
+* bars that start at zero: a bar's length is its value, so every bar stands on 0 and the value
+  axis shows 0 (a truncated axis turns a 1-point difference into a tall one; use a dot plot);
+* error bars and bands inside the quantity's range: on an axis labelled as an accuracy,
+  fraction, probability or rate they stay in [0, 1] (or [0, 100] when the label says %);
+* text a reader can read at the page width: a figure wider than the content column is shown
+  scaled down, so legend entries and axis labels must be at least 9 pt and tick labels 8 pt
+  *after* that scaling.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROBLEMS: list[str] = []
@@ -22,6 +30,17 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "
              "#000000"]
 SAFE_COLORMAPS = {"gray", "Greys", "binary", "viridis", "magma", "cividis", "inferno", "plasma",
                   "PuOr", "BrBG", "RdBu", "RdBu_r", "gray_r", "Greys_r", "viridis_r", "magma_r"}
+
+
+# The book's content column is about 7.3 in of a figure at its own dpi on a laptop-sized window;
+# a wider figure is scaled down to fit, and its text with it.
+PAGE_WIDTH_IN = 7.3
+MIN_LEGEND_PT = 9.0
+MIN_LABEL_PT = 9.0
+MIN_TICK_PT = 8.0
+# An axis labelled with one of these words shows a quantity that lives in [0, 1] (or [0, 100] %).
+_BOUNDED = re.compile(r"\b(accuracy|accuracies|fraction|probabilit\w*|rate|proportion|"
+                      r"error rate|agreement|confidence)\b", re.IGNORECASE)
 
 
 def _safe_colour(rgba: Any) -> bool:
@@ -65,13 +84,90 @@ def _labelled(ax: Any) -> list[str]:
     return sorted(label for label in labels if label and not label.startswith("_"))
 
 
-def _axis_labelled(ax: Any, which: str) -> bool:
-    label = ax.get_xlabel() if which == "x" else ax.get_ylabel()
-    if label.strip():
-        return True
+def _axis_label(ax: Any, which: str) -> str:
+    """The label of ``ax``'s x or y axis, or of a labelled neighbour sharing it."""
+    get = (lambda a: a.get_xlabel()) if which == "x" else (lambda a: a.get_ylabel())
+    if get(ax).strip():
+        return get(ax)
     shared = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
-    siblings = [s for s in shared.get_siblings(ax) if s is not ax]
-    return any((s.get_xlabel() if which == "x" else s.get_ylabel()).strip() for s in siblings)
+    return next((get(s) for s in shared.get_siblings(ax) if get(s).strip()), "")
+
+
+def bar_problems(ax: Any) -> list[str]:
+    """Bars that do not stand on 0, or a value axis that hides 0."""
+    from matplotlib.container import BarContainer
+
+    problems = []
+    for container in ax.containers:
+        if not isinstance(container, BarContainer) or not container.patches:
+            continue
+        vertical = getattr(container, "orientation", "vertical") != "horizontal"
+        scale = ax.get_yscale() if vertical else ax.get_xscale()
+        if scale != "linear":
+            problems.append(f"bars on a {scale} value axis (use a dot plot)")
+            continue
+        bases = [p.get_y() if vertical else p.get_x() for p in container.patches]
+        # A bar drawn downwards (negative value) has its base at its value: take the nearer end.
+        ends = [b + (p.get_height() if vertical else p.get_width())
+                for b, p in zip(bases, container.patches)]
+        if any(min(abs(b), abs(e)) > 1e-12 for b, e in zip(bases, ends)):
+            problems.append("bars that do not start at 0")
+        low, high = sorted(ax.get_ylim() if vertical else ax.get_xlim())
+        if not low <= 0 <= high:
+            problems.append(f"a bar chart whose value axis ({low:g} to {high:g}) leaves out 0")
+    return sorted(set(problems))
+
+
+def _bounded_range(label: str) -> tuple[float, float] | None:
+    if not _BOUNDED.search(label):
+        return None
+    return (0.0, 100.0) if "%" in label else (0.0, 1.0)
+
+
+def range_problems(ax: Any) -> list[str]:
+    """Error bars and shaded bands that leave the range of a bounded quantity."""
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    problems = []
+    for which, column in (("y", 1), ("x", 0)):
+        bounds = _bounded_range(_axis_label(ax, which))
+        if bounds is None:
+            continue
+        low, high = bounds
+        for collection in ax.collections:
+            if isinstance(collection, LineCollection):
+                # Error bars: segments along this axis (both ends share the other coordinate).
+                points = [seg for seg in collection.get_segments()
+                          if len(seg) == 2 and abs(seg[0][1 - column] - seg[1][1 - column]) < 1e-12]
+                values = [v for seg in points for v in (seg[0][column], seg[1][column])]
+                kind = "error bars"
+            elif isinstance(collection, PolyCollection):
+                values = [v[column] for path in collection.get_paths() for v in path.vertices]
+                kind = "a shaded band"
+            else:
+                continue
+            if values and (min(values) < low - 1e-9 or max(values) > high + 1e-9):
+                problems.append(f"{kind} past [{low:g}, {high:g}] on the {which} axis "
+                                f"({min(values):.3g} to {max(values):.3g}): clip them")
+    return sorted(set(problems))
+
+
+def text_size_problems(fig: Any, ax: Any) -> list[str]:
+    """Legend, axis-label and tick text smaller than readable once the figure fits the page."""
+    shrink = min(1.0, PAGE_WIDTH_IN / fig.get_figwidth())
+    problems = []
+    checks = [("legend text", MIN_LEGEND_PT,
+               [t for legend in [ax.get_legend(), *fig.legends] if legend
+                for t in legend.get_texts()]),
+              ("axis label", MIN_LABEL_PT, [ax.xaxis.label, ax.yaxis.label]),
+              ("tick labels", MIN_TICK_PT, [*ax.get_xticklabels(), *ax.get_yticklabels()])]
+    for what, minimum, texts in checks:
+        sizes = [t.get_fontsize() * shrink for t in texts if t.get_text().strip()]
+        if sizes and min(sizes) < minimum - 1e-9:
+            problems.append(f"{what} {min(sizes):.1f} pt at the page width ({minimum:g} pt at "
+                            f"least; the {fig.get_figwidth():.1f} in figure is shown at "
+                            f"{shrink:.0%}): make it narrower or the text larger")
+    return problems
 
 
 def figure_problems(fig: Any) -> list[str]:
@@ -86,11 +182,13 @@ def figure_problems(fig: Any) -> list[str]:
             problems.append(f"{where}: no title")
         if not ax.images:
             for which in ("x", "y"):
-                if not _axis_labelled(ax, which):
+                if not _axis_label(ax, which).strip():
                     problems.append(f"{where}: no {which} label")
         if len(_labelled(ax)) >= 2 and ax.get_legend() is None and not fig.legends:
             problems.append(f"{where}: {len(_labelled(ax))} labelled series but no legend")
         problems += [f"{where}: not colour-blind safe: {what}" for what in colour_problems(ax)]
+        problems += [f"{where}: {what}" for what in
+                     [*bar_problems(ax), *range_problems(ax), *text_size_problems(fig, ax)]]
     return problems
 
 
