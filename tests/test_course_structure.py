@@ -184,3 +184,22 @@ def test_figure_audit_refuses_truncated_bars_out_of_range_error_bars_and_small_t
     plt.close(fig)
     assert any("do not start at 0" in p for p in problems), problems
     assert any("shaded band past [0, 1]" in p for p in problems), problems
+
+
+def test_figure_audit_sees_figures_shown_with_plt_show_in_a_kernel(tmp_path: Path) -> None:
+    """In a real kernel the inline backend's ``plt.show()`` closes the figures it displays, so
+    an audit run only at the end of a cell saw none of them (the audit was vacuous for every
+    chapter figure). A figure with no title shown with ``plt.show()`` must fail the last cell."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    cells = ["from chapters._scripts.figures import assert_figures_audited, audit_figures\n"
+             "import matplotlib.pyplot as plt\naudit_figures()",
+             "fig, ax = plt.subplots()\nax.plot([0, 1], [0, 1], color='#0072B2')\nplt.show()",
+             "assert_figures_audited()"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})
+    with pytest.raises(CellExecutionError, match="no title"):
+        client.execute()

@@ -196,11 +196,20 @@ def _audit_open_figures() -> None:
     import matplotlib.pyplot as plt
 
     for number in plt.get_fignums():
-        PROBLEMS.extend(figure_problems(plt.figure(number)))
+        fig = plt.figure(number)
+        if not getattr(fig, "_course_audited", False):
+            fig._course_audited = True
+            PROBLEMS.extend(figure_problems(fig))
 
 
 def audit_figures() -> None:
-    """Check every figure when a cell ends, before the inline backend shows and closes it."""
+    """Check every figure before the notebook shows it: at ``plt.show()`` and when a cell ends.
+
+    The inline backend's ``show`` displays *and closes* the open figures, so a check run only when
+    the cell ends would see none of them: ``plt.show`` is wrapped here (in this kernel only) so
+    that the figures are audited first.
+    """
+    import matplotlib.pyplot as plt
     from IPython import get_ipython
 
     shell = get_ipython()
@@ -209,6 +218,15 @@ def audit_figures() -> None:
     callbacks = shell.events.callbacks["post_execute"]
     if _audit_open_figures not in callbacks:
         callbacks.insert(0, _audit_open_figures)
+    if not getattr(plt.show, "_course_audit", False):
+        shown = plt.show
+
+        def show(*args: Any, **kwargs: Any) -> Any:
+            _audit_open_figures()
+            return shown(*args, **kwargs)
+
+        show._course_audit = True  # type: ignore[attr-defined]
+        plt.show = show
 
 
 def assert_figures_audited() -> None:
