@@ -84,6 +84,19 @@ def _labelled(ax: Any) -> list[str]:
     return sorted(label for label in labels if label and not label.startswith("_"))
 
 
+def clipped_err(centres: Any, spreads: Any, low: float = 0.0, high: float = 1.0) -> Any:
+    """Asymmetric ``yerr``/``xerr`` for ``centres ± spreads`` cut to the range [low, high].
+
+    An accuracy of 0.99 ± 0.02 is drawn up to 1, not 1.01: a bounded quantity's bar stops at its
+    bound.
+    """
+    import numpy as np
+
+    c = np.asarray(centres, dtype=float)
+    s = np.asarray(spreads, dtype=float)
+    return np.stack([c - np.clip(c - s, low, high), np.clip(c + s, low, high) - c])
+
+
 def _axis_label(ax: Any, which: str) -> str:
     """The label of ``ax``'s x or y axis, or of a labelled neighbour sharing it."""
     get = (lambda a: a.get_xlabel()) if which == "x" else (lambda a: a.get_ylabel())
@@ -109,8 +122,8 @@ def bar_problems(ax: Any) -> list[str]:
         bases = [p.get_y() if vertical else p.get_x() for p in container.patches]
         # A bar drawn downwards (negative value) has its base at its value: take the nearer end.
         ends = [b + (p.get_height() if vertical else p.get_width())
-                for b, p in zip(bases, container.patches)]
-        if any(min(abs(b), abs(e)) > 1e-12 for b, e in zip(bases, ends)):
+                for b, p in zip(bases, container.patches, strict=True)]
+        if any(min(abs(b), abs(e)) > 1e-12 for b, e in zip(bases, ends, strict=True)):
             problems.append("bars that do not start at 0")
         low, high = sorted(ax.get_ylim() if vertical else ax.get_xlim())
         if not low <= 0 <= high:
