@@ -110,6 +110,13 @@ def test_selection_and_bracketing() -> None:
     stats.claim_bracketed([0.0, 0.3, 0.5], 0.3, "p = 0.3 was chosen")
     with pytest.raises(AssertionError, match="edge of the grid"):
         stats.claim_bracketed([1e-5, 1e-4, 1e-3], 1e-5, "lambda was tuned")
+    # A strength cannot go below 0: a winner at 0 ("none") has nothing beyond it to try, but the
+    # top edge of the same grid is still an unbracketed winner, and 0 must be in the grid.
+    stats.claim_bracketed([0.0, 0.1, 1.0], 0.0, "no decay won", bound=0.0)
+    assert not stats.is_bracketed([0.0, 0.1, 1.0], 1.0, bound=0.0)
+    assert not stats.is_bracketed([0.01, 0.1, 1.0], 0.01, bound=0.0)
+    with pytest.raises(ValueError, match="not in the grid"):
+        stats.is_bracketed([0.01, 0.1], 0.0, bound=0.0)
 
 
 @pytest.mark.parametrize("statement", [

@@ -230,11 +230,18 @@ def select_on_validation(scores: Mapping[Hashable, Sequence[float]], *,
     return (max if higher_is_better else min)(means, key=means.get)
 
 
-def is_bracketed(grid: Sequence[float], winner: float) -> bool:
-    """True when ``winner`` lies strictly inside ``grid`` (neither its smallest nor largest)."""
+def is_bracketed(grid: Sequence[float], winner: float, *, bound: float | None = None) -> bool:
+    """True when ``winner`` lies strictly inside ``grid`` (neither its smallest nor largest).
+
+    ``bound`` is a value the setting cannot pass (0 for a regularisation strength: "none"); a
+    winner *at* the bound, with the bound in the grid, is bracketed too, since nothing lies
+    beyond it to try.
+    """
     values = sorted(grid)
     if winner not in values:
         raise ValueError(f"{winner!r} is not in the grid {values}")
+    if bound is not None and winner == bound:
+        return True
     return values[0] < winner < values[-1]
 
 
@@ -280,11 +287,13 @@ def claim_verdict(comparison: Comparison, expected: str | Sequence[str], stateme
                              f"test found: {comparison.describe()}")
 
 
-def claim_bracketed(grid: Sequence[float], winner: float, statement: str) -> None:
+def claim_bracketed(grid: Sequence[float], winner: float, statement: str, *,
+                    bound: float | None = None) -> None:
     """Stop the build when a tuned setting's winner sits on the edge of its grid.
 
-    A winner on the edge means the optimum may lie outside the values tried: widen the grid.
+    A winner on the edge means the optimum may lie outside the values tried: widen the grid. A
+    winner at ``bound``, a value the setting cannot pass (see :func:`is_bracketed`), is inside.
     """
-    if not is_bracketed(grid, winner):
+    if not is_bracketed(grid, winner, bound=bound):
         raise AssertionError(f"{statement!r}: the winner {winner!r} is on the edge of the grid "
                              f"{sorted(grid)}; the optimum was not bracketed")
