@@ -84,6 +84,22 @@ def test_paired_bootstrap_detects_a_real_gap_and_not_a_null_one() -> None:
     assert null.verdict == stats.NO_DIFFERENCE
 
 
+def test_paired_bootstrap_on_scores_and_its_p_resolution() -> None:
+    """Per-image scores that are not 0/1 (confidences) are compared under their own metric name,
+    with no binomial standard error; a p below the bootstrap's resolution prints as "p < 1/B";
+    tiny differences keep their digits."""
+    rng = np.random.default_rng(7)
+    high = 0.9 + 0.05 * rng.random((3, 500))
+    low = high - 0.02 - 0.001 * rng.random((3, 500))
+    result = stats.paired_bootstrap(high, low, names=NAMES, n_boot=1000, metric="confidence")
+    assert result.metric == "confidence" and result.test_se is None
+    assert result.verdict == stats.BETTER and result.p_value == 0
+    assert result.p_text() == "p < 0.001" and "p < 0.001" in result.describe()
+    assert stats.paired_bootstrap(high > 0.92, low > 0.92, names=NAMES, n_boot=200).test_se
+    tiny = stats.paired_t([1e-5, 2e-5, 3e-5], [0, 0, 0], names=NAMES, metric="distance")
+    assert "+2e-05" in tiny.interval_text() and "p = " in tiny.describe()
+
+
 def test_paired_bootstrap_interval_is_wider_than_the_seed_only_interval() -> None:
     """Resampling test images adds the test set's own variability, which the seed t test omits."""
     rng = np.random.default_rng(5)

@@ -65,6 +65,8 @@ class Comparison:
     method: str
     higher_is_better: bool = True
     test_se: float | None = None
+    #: The smallest p-value the method can tell from 0 (a bootstrap's 1 / replicates), if any.
+    p_resolution: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -74,18 +76,32 @@ class Comparison:
         up = self.low > 0
         return BETTER if up == self.higher_is_better else WORSE
 
+    def p_text(self) -> str:
+        """"p = 0.013", or "p < 0.00025" where the method cannot resolve a smaller p."""
+        if self.p_resolution is not None and self.p_value < self.p_resolution:
+            return f"p < {self.p_resolution:.2g}"
+        return f"p = {self.p_value:.2g}"
+
+    def interval_text(self) -> str:
+        """The estimate and its interval, e.g. "+0.0134 [+0.0080, +0.0188]"."""
+        return (f"{_signed(self.estimate)} [{_signed(self.low)}, {_signed(self.high)}]")
+
     def describe(self) -> str:
         """One line: verdict, estimate, interval, method, sample size and p-value."""
         text = (f"{self.first} vs {self.second} ({self.metric}): {self.verdict}, "
-                f"difference {self.estimate:+.4f}, {100 * (1 - ALPHA):.0f} % interval "
-                f"[{self.low:+.4f}, {self.high:+.4f}], {self.method}, n = {self.n}, "
-                f"p = {self.p_value:.2g}")
+                f"difference {self.interval_text()} ({100 * (1 - ALPHA):.0f} % interval), "
+                f"{self.method}, n = {self.n}, {self.p_text()}")
         if self.test_se is not None:
             text += f"; test-set standard error of one accuracy ±{self.test_se:.4f}"
         return text
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def _signed(x: float) -> str:
+    """A signed number with four decimals, or three significant digits when that shows nothing."""
+    return f"{x:+.4f}" if x == 0 or abs(x) >= 5e-4 else f"{x:+.3g}"
 
 
 def _paired(first: Sequence[float], second: Sequence[float]) -> np.ndarray:
@@ -191,11 +207,13 @@ def mcnemar(correct_first: Sequence[bool], correct_second: Sequence[bool], *,
 
 
 def paired_bootstrap(correct_first: np.ndarray, correct_second: np.ndarray, *,
-                     names: tuple[str, str], n_boot: int = 4000, seed: int = 0) -> Comparison:
-    """Two-level paired bootstrap of an accuracy difference: seeds and test images resampled.
+                     names: tuple[str, str], n_boot: int = 4000, seed: int = 0,
+                     metric: str = "accuracy", higher_is_better: bool = True) -> Comparison:
+    """Two-level paired bootstrap of a mean difference: seeds and test images resampled.
 
     ``correct_*`` have shape (seeds, test images): 1 where that seed's model got that image
-    right. Each replicate draws seeds with replacement (the same seeds for both settings) and
+    right (an accuracy), or any per-image score (a confidence, a loss: say which in ``metric``
+    and ``higher_is_better``). The test set's binomial standard error is reported for 0/1 data. Each replicate draws seeds with replacement (the same seeds for both settings) and
     test images with replacement (the same images for both), so the percentile interval covers
     both the training randomness and the choice of test set. The p-value is the two-sided
     bootstrap tail 2·min(P(d* ≤ 0), P(d* ≥ 0)) (capped at 1; resolution 1/n_boot).
@@ -215,10 +233,11 @@ def paired_bootstrap(correct_first: np.ndarray, correct_second: np.ndarray, *,
         replicates[r] = diff[np.ix_(rows, cols)].mean()
     low, high = np.quantile(replicates, [ALPHA / 2, 1 - ALPHA / 2])
     p = min(1.0, 2 * min(np.mean(replicates <= 0), np.mean(replicates >= 0)))
-    return Comparison(names[0], names[1], "accuracy", estimate, float(low), float(high),
+    binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
+    return Comparison(names[0], names[1], metric, estimate, float(low), float(high),
                       float(p), n_seeds, f"paired bootstrap over {n_seeds} seeds x {n_images} "
-                      f"test images ({n_boot} replicates)", True,
-                      binomial_se(float(a.mean()), n_images))
+                      f"test images ({n_boot} replicates)", higher_is_better,
+                      binomial_se(float(a.mean()), n_images) if binary else None, 1 / n_boot)
 
 
 def select_on_validation(scores: Mapping[Hashable, Sequence[float]], *,
