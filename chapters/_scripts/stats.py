@@ -40,8 +40,12 @@ _COMPARATIVE = re.compile(
     r"\b(better|worse|beats?|beaten|ahead|behind|outperform\w*|helps?|hurts?|improv\w*|"
     r"indistinguishable|no detectable|same as|on par|within (the )?(seed|spread|noise)\w*|"
     r"wins?|loses|superior|inferior|lower|higher)\b"
-    # "than" compares two things unless a number follows it ("more than 0.02" is a threshold).
-    r"|\bthan\b(?!\s*[-+\u2212]?\d)",
+    # "than" compares two things unless a number follows it ("more than 0.02" is a threshold);
+    # so do "under", "above", "larger", ... ("under that without dropout" compares settings,
+    # "above 0.5" and "larger than 10%" are thresholds).
+    r"|\bthan\b(?!\s*[-+\u2212]?\d)"
+    r"|\b(under|above|below|exceed\w*|smaller|larger|greater|faster|slower|fewer)\b"
+    r"(?!\s*(than\s*)?([-+\u2212]?\d|(one|two|three|four|five|ten|half)\b))",
     re.IGNORECASE,
 )
 
