@@ -60,7 +60,8 @@ def comparison_claims(source: str) -> list[str]:
 
 
 def test_code_cells_drop_yaml_options() -> None:
-    cell = "```{code-cell} ipython3\n---\nmystnb:\n  markdown_format: gfm\n---\nclaim(a > b, 'x')\n```\n"
+    cell = ("```{code-cell} ipython3\n---\nmystnb:\n  markdown_format: gfm\n---\n"
+            "claim(a > b, 'x')\n```\n")
     assert code_cells(cell) == ["claim(a > b, 'x')"]
 
 
