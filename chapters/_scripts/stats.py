@@ -218,7 +218,8 @@ def paired_bootstrap(correct_first: np.ndarray, correct_second: np.ndarray, *,
     ``correct_*`` have shape (seeds, test images): 1 where that seed's model got that image
     right (an accuracy), or any per-image score (a confidence, a loss: say which in ``metric``
     and ``higher_is_better``). The test set's binomial standard error is reported for 0/1 data.
-    Each replicate draws seeds with replacement (the same seeds for both settings) and test images with replacement (the same images for both), so the percentile interval covers
+    Each replicate draws seeds with replacement (the same seeds for both settings) and test
+    images with replacement (the same images for both), so the percentile interval covers
     both the training randomness and the choice of test set. The p-value is the two-sided
     bootstrap tail 2·min(P(d* ≤ 0), P(d* ≥ 0)) (capped at 1; resolution 1/n_boot).
     """
