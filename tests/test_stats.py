@@ -98,6 +98,8 @@ def test_paired_bootstrap_on_scores_and_its_p_resolution() -> None:
     assert stats.paired_bootstrap(high > 0.92, low > 0.92, names=NAMES, n_boot=200).test_se
     tiny = stats.paired_t([1e-5, 2e-5, 3e-5], [0, 0, 0], names=NAMES, metric="distance")
     assert "+2e-05" in tiny.interval_text() and "p = " in tiny.describe()
+    timed = stats.paired_t([3.0, 3.1, 3.2], [2.0, 2.2, 2.1], names=NAMES, unit="repetitions")
+    assert "paired t over 3 repetitions" in timed.describe()
 
 
 def test_paired_bootstrap_interval_is_wider_than_the_seed_only_interval() -> None:

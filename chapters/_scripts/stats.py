@@ -139,9 +139,11 @@ def t_interval(values: Sequence[float], alpha: float = ALPHA) -> tuple[float, fl
 
 def paired_t(first: Sequence[float], second: Sequence[float], *, names: tuple[str, str],
              metric: str = "accuracy", higher_is_better: bool = True,
-             n_test: int | None = None) -> Comparison:
+             n_test: int | None = None, unit: str = "seeds") -> Comparison:
     """Paired t test over seeds: pair i is both settings trained with seed i.
 
+    ``unit`` names what the pairs are, for the printed method ("repetitions" for timings that
+    took turns).
     The interval is mean(d) ± t_{1-alpha/2, n-1}·sd(d)/√n. With ``n_test`` (test images behind each
     accuracy) the comparison also reports the test set's binomial standard error.
     """
@@ -153,7 +155,7 @@ def paired_t(first: Sequence[float], second: Sequence[float], *, names: tuple[st
     else:
         p = float(2 * _scipy_stats.t.sf(abs(mean) / (sd / math.sqrt(len(d))), len(d) - 1))
     return Comparison(names[0], names[1], metric, mean, low, high, p, len(d),
-                      f"paired t over {len(d)} seeds", higher_is_better,
+                      f"paired t over {len(d)} {unit}", higher_is_better,
                       _pooled_se(first, second, metric, n_test))
 
 
@@ -165,7 +167,8 @@ def _pooled_se(first: Sequence[float], second: Sequence[float], metric: str,
 
 
 def sign_flip(first: Sequence[float], second: Sequence[float], *, names: tuple[str, str],
-              metric: str = "accuracy", higher_is_better: bool = True) -> Comparison:
+              metric: str = "accuracy", higher_is_better: bool = True,
+              unit: str = "seeds") -> Comparison:
     """Exact paired permutation test: all 2^n sign flips of the differences (n ≤ 16).
 
     It assumes only that, with no difference, each pair's difference is as likely + as -. With n
@@ -181,7 +184,7 @@ def sign_flip(first: Sequence[float], second: Sequence[float], *, names: tuple[s
     p = float(np.mean(means >= observed - 1e-12))
     mean, low, high = t_interval(d)
     return Comparison(names[0], names[1], metric, mean, low, high, p, len(d),
-                      f"exact sign-flip test over {len(d)} seeds", higher_is_better)
+                      f"exact sign-flip test over {len(d)} {unit}", higher_is_better)
 
 
 def mcnemar(correct_first: Sequence[bool], correct_second: Sequence[bool], *,
