@@ -17,10 +17,13 @@ nbgrader), so it also runs on a GPU machine, where every tensor check covers CUD
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
@@ -28,6 +31,7 @@ import notebook_code
 import numpy as np
 import pytest
 import torch
+from dropout_course import checks
 from dropout_course.checks import ex02
 from notebook_code import (
     HINT,
@@ -42,20 +46,30 @@ from notebook_code import (
 )
 
 from autograder.demo.ex02_dropout_mechanics import FAILED_CELLS, STUDENTS
+from autograder.engine import answers
 
 ASSIGNMENT = "ex02_dropout_mechanics"
 #: task key in the test cells' grade ids (test_<task>_...) -> the names that task defines
-TASKS = {
+FUNCTION_TASKS = {
     "np_forward": "dropout_forward",
     "np_backward": "dropout_backward",
     "dropout": "dropout",
     "module": "Dropout",
 }
+#: Task 5's numeric questions: task key -> the variable the answer cell assigns. Each has one
+#: test cell, test_<key>_answer, with a visible part (a finite number) and a hidden one (the value).
+QUESTIONS = {
+    "unit_variance": "answer_unit_variance",
+    "factor": "answer_factor",
+    "penalty": "answer_penalty",
+}
+TASKS = {**FUNCTION_TASKS, **QUESTIONS}
 ALL_TEST_CELLS = test_cells(ASSIGNMENT)
 CELL_IDS = [grade_id for grade_id, _ in ALL_TEST_CELLS]
 task_of = partial(notebook_code.task_of, tasks=TASKS)
 cells_of_task = partial(notebook_code.cells_of_task, cells=ALL_TEST_CELLS, tasks=TASKS)
 CALIBRATION_SEEDS = int(os.environ.get("COURSE_CALIBRATION_SEEDS", "200"))
+HIDDEN_TESTS = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,8 +87,12 @@ def with_answers(namespace: dict[str, Any], **answers: Any) -> dict[str, Any]:
 
 
 def student_namespace(student: str) -> dict[str, Any]:
-    """Setup cell, then a demo student's answers, run as the notebook would run them."""
-    return answers_namespace(ASSIGNMENT, STUDENTS[student], student)
+    """Setup cell, then a demo student's answers, run as the notebook would run them. A question
+    the student left alone keeps the released stub's ``answer_... = None``."""
+    namespace = answers_namespace(ASSIGNMENT, STUDENTS[student], student)
+    for name in QUESTIONS.values():
+        namespace.setdefault(name, None)
+    return namespace
 
 
 def _validate(p: object) -> float:
@@ -87,20 +105,26 @@ def _validate(p: object) -> float:
 
 
 def test_notebook_has_the_expected_test_cells() -> None:
-    """Each task has a visible cell and hidden ones; all hidden cells hide their code."""
+    """Each function task has a visible cell and hidden ones; each question one cell whose value
+    test is hidden; all hidden cells hide their code."""
     assert [gid for gid, _ in test_cells(ASSIGNMENT, hidden=False)] == [
-        f"test_{task}_visible" for task in TASKS
+        f"test_{task}_visible" for task in FUNCTION_TASKS
     ]
     hidden = [gid for gid, _ in test_cells(ASSIGNMENT, hidden=True)]
     assert {task_of(gid) for gid in hidden} == set(TASKS)
+    assert [gid for gid in hidden if task_of(gid) in QUESTIONS] == [
+        f"test_{task}_answer" for task in QUESTIONS
+    ]
     assert sorted(CELL_IDS) == sorted(
         [gid for gid, _ in test_cells(ASSIGNMENT, hidden=False)] + hidden
     )
 
 
-def test_reference_namespace_holds_the_four_answers(reference: dict[str, Any]) -> None:
-    for name in TASKS.values():
+def test_reference_namespace_holds_the_answers(reference: dict[str, Any]) -> None:
+    for name in FUNCTION_TASKS.values():
         assert callable(reference[name]), name
+    for name in QUESTIONS.values():
+        assert isinstance(reference[name], float), name
     assert reference["checks"].ex02 is ex02
 
 
@@ -126,7 +150,8 @@ def test_stub_fails_every_test_cell(grade_id: str, reference: dict[str, Any]) ->
     """With the task left as the stub, each of its test cells fails and says it is not written
     yet: no test cell passes without an answer."""
     task = task_of(grade_id)
-    stub = NotWrittenModule if task == "module" else not_written
+    # A question's released cell sets its variable to None before `raise NotImplementedError()`.
+    stub = NotWrittenModule if task == "module" else None if task in QUESTIONS else not_written
     namespace = with_answers(reference, **{TASKS[task]: stub})
     if task == "np_backward":  # the backward cells also need a forward pass: stub both
         namespace = with_answers(namespace, dropout_forward=not_written)
@@ -763,3 +788,158 @@ def test_an_output_on_another_device_is_reported_not_a_crash(reference: dict[str
     assert failures
     assert all("returned a tensor on meta for an input on cpu" in str(err)
                for err in failures.values()), failures
+
+
+# --------------------------------------------------------------------------- Task 5: questions
+# The reference values come from autograder/engine/answers.py (instructor side); the parameters
+# are those of the questions' text. Each is first checked against an exact computation here.
+
+QUESTION_VALUES = {
+    "answer_unit_variance": answers.inverted_unit_variance(x=1.5, p=0.3),
+    "answer_factor": answers.uncorrected_test_factor(p=0.35),
+    "answer_penalty": answers.linear_dropout_penalty(x=[[1, 2], [0, 1], [3, -1]], w=[0.5, -2],
+                                                     p=0.25),
+}
+#: The exact values, as fractions: 1.5^2 * 0.3 / 0.7, 1 / 0.65, (10 * 0.25 + 6 * 4) / 3.
+EXACT = {"answer_unit_variance": Fraction(27, 28), "answer_factor": Fraction(20, 13),
+         "answer_penalty": Fraction(53, 6)}
+
+
+def _masks(n: int) -> Iterator[tuple[int, ...]]:
+    return itertools.product((0, 1), repeat=n)
+
+
+def test_reference_values_agree_with_an_exact_expectation() -> None:
+    """answers.py against the definitions, by summing over every mask with its probability
+    (exact rational arithmetic, no formula shared with answers.py)."""
+    keep = 1 - Fraction(3, 10)
+    x = Fraction(3, 2)
+    mean = keep * x / keep
+    variance = sum((keep if m else 1 - keep) * (m * x / keep - mean) ** 2 for m in (0, 1))
+    assert variance == EXACT["answer_unit_variance"]
+    # Question 2: trained with the mask alone, E[z] = sum over masks of P(mask) * sum_j m_j w_j h_j
+    keep, w, h = 1 - Fraction(35, 100), (2, -1, 3), (1, 4, 2)
+    trained = sum(math.prod(keep if m else 1 - keep for m in ms)
+                  * sum(m * wj * hj for m, wj, hj in zip(ms, w, h, strict=True))
+                  for ms in _masks(3))
+    assert sum(wj * hj for wj, hj in zip(w, h, strict=True)) / trained == EXACT["answer_factor"]
+    # Question 3: E||y - (M * X) w / (1 - p)||^2 - ||y - X w||^2 over all 2^6 masks, for two y
+    keep, X, w = 1 - Fraction(1, 4), ((1, 2), (0, 1), (3, -1)), (Fraction(1, 2), -2)
+    for y in ((1, -2, Fraction(1, 2)), (0, 7, -3)):
+        expected = Fraction(0)
+        for ms in _masks(6):
+            prob = math.prod(keep if m else 1 - keep for m in ms)
+            pred = [sum(ms[2 * i + j] * X[i][j] * w[j] for j in range(2)) / keep
+                    for i in range(3)]
+            expected += prob * sum((y[i] - pred[i]) ** 2 for i in range(3))
+        plain = sum((y[i] - sum(X[i][j] * w[j] for j in range(2))) ** 2 for i in range(3))
+        assert expected - plain == EXACT["answer_penalty"]
+    for name, value in QUESTION_VALUES.items():
+        assert math.isclose(value, float(EXACT[name]), rel_tol=1e-12), name
+
+
+def _question_cell(name: str) -> str:
+    task = next(k for k, v in QUESTIONS.items() if v == name)
+    return dict(ALL_TEST_CELLS)[f"test_{task}_answer"]
+
+
+def _forms(exact: Fraction, device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """The right number written in different ways."""
+    value = float(exact)
+    return {
+        "float": value, "Fraction": exact, "np.float64": np.float64(value),
+        "np.float32": np.float32(value), "0-d ndarray": np.array(value),
+        "expression": exact.numerator / exact.denominator,
+        f"0-d tensor ({dtype})": torch.tensor(value, dtype=dtype, device=device),
+        "tensor that requires grad": torch.tensor(value, dtype=dtype, device=device,
+                                                  requires_grad=True),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(QUESTIONS.values()))
+def test_right_numbers_in_any_form_get_full_marks(name: str, dtype: torch.dtype, device: str,
+                                                  reference: dict[str, Any],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Every correct form of the answer passes its whole test cell (visible and hidden part),
+    on every device and in float32 and float64."""
+    for form, value in _forms(EXACT[name], device, dtype).items():
+        run_cell_cleanly(_question_cell(name), with_answers(reference, **{name: value}), capsys)
+        assert form
+
+
+@pytest.mark.parametrize("value", [3, 3.0, Fraction(3), np.float64(3), np.int64(3),
+                                   np.float32(3), torch.tensor(3.0), torch.tensor(3),
+                                   torch.tensor(3.0, dtype=torch.float16), np.array(3),
+                                   Fraction(9, 3), 6 / 2, 3 + 1e-9],
+                         ids=repr)
+def test_an_integer_answer_in_any_form_is_accepted(value: Any) -> None:
+    """A reference value of 3, written as 3, 3.0, Fraction(3), a NumPy or 0-d torch number or an
+    expression, is accepted; so is 0 for a reference of 0 (the absolute tolerance)."""
+    checks.questions.check_real_number(value, "answer")
+    checks.questions.check_close(value, 3, "answer")
+    checks.questions.check_close(value * 0, 0.0, "answer")
+
+
+WRONG_NUMBERS = {
+    "answer_unit_variance": {"x^2 p (1 - p)": 1.5**2 * 0.3 * 0.7,
+                             "x^2 p / (1 - p)^2": 1.5**2 * 0.3 / 0.7**2,
+                             "E[y^2] instead of Var[y]": 1.5**2 / 0.7,
+                             "x p / (1 - p)": 1.5 * 0.3 / 0.7, "rounded": 0.964},
+    "answer_factor": {"1 - p": 0.65, "p": 0.35, "1 / p": 1 / 0.35, "rounded": 1.54,
+                      "rounded to 4 digits": 1.538},
+    "answer_penalty": {"p (1 - p)": 0.25 * 0.75 * 26.5, "p": 0.25 * 26.5,
+                       "(1 - p) / p": 3 * 26.5, "w^T X^T X w": 1 / 3 * 44.25,
+                       "rounded": 8.833},
+}
+
+
+@pytest.mark.parametrize(("name", "bug"), [(n, b) for n, bugs in WRONG_NUMBERS.items()
+                                           for b in bugs])
+def test_wrong_numbers_fail_the_hidden_test(name: str, bug: str, reference: dict[str, Any]
+                                            ) -> None:
+    """Each typical wrong derivation (and a value rounded too early) fails the question's cell,
+    saying what to check, and the message never gives the reference value."""
+    value = WRONG_NUMBERS[name][bug]
+    assert not math.isclose(value, QUESTION_VALUES[name], rel_tol=1e-6)
+    with pytest.raises(AssertionError, match="is not the expected value") as info:
+        run_test_cell(_question_cell(name), with_answers(reference, **{name: value}))
+    assert HINT in str(info.value)
+    told = str(info.value).replace(repr(float(value)), "<the student's value>")
+    for digits in (4, 6, 12):
+        assert f"{QUESTION_VALUES[name]:.{digits}g}" not in told
+
+
+NOT_NUMBERS = {
+    "True": (True, "truth value"), "numpy bool": (np.bool_(True), "truth value"),
+    "NaN": (math.nan, "not a finite number"), "inf": (-math.inf, "not a finite number"),
+    "huge Fraction": (Fraction(10**400, 3), "not a finite number"),
+    "NaN tensor": (torch.tensor(math.nan), "not a finite number"),
+    "text": ("0.96", "text"), "None": (None, "not written yet"),
+    "list": ([0.96], "not a real number"), "complex": (1 + 0j, "not a real number"),
+    "1-element tensor": (torch.tensor([0.96]), ".item()"),
+    "vector": (np.array([1.0, 2.0]), ".item()"), "bool tensor": (torch.tensor(True),
+                                                                 "not a real number"),
+    "function": (math.sqrt, "not a real number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_NUMBERS))
+@pytest.mark.parametrize("name", sorted(QUESTIONS.values()))
+def test_what_is_not_one_finite_number_fails_the_visible_test(
+        name: str, case: str, reference: dict[str, Any]) -> None:
+    """The visible part already refuses anything that is not one finite real number, saying
+    what it is and what to write instead."""
+    value, phrase = NOT_NUMBERS[case]
+    released = HIDDEN_TESTS.sub("", _question_cell(name))
+    for source in (released, _question_cell(name)):
+        with pytest.raises(AssertionError) as info:
+            run_test_cell(source, with_answers(reference, **{name: value}))
+        assert phrase in str(info.value) and name in str(info.value)
+        assert HINT in str(info.value)
+
+
+def test_check_close_refuses_a_bad_reference() -> None:
+    """An instructor's mistake (a NaN reference) is an error, never a pass."""
+    with pytest.raises(TypeError):
+        checks.questions.check_close(1.0, math.nan, "answer")

@@ -22,7 +22,8 @@ from dropout_course.checks.ex03 import ALPHA_PRIME
 from dropout_course.checks.stats import t_critical
 from dropout_course.layers import GaussianDropout
 
-__all__ = ["DROPOUT_LAYERS", "alpha_affine", "dropblock_gamma", "paired_verdict"]
+__all__ = ["DROPOUT_LAYERS", "alpha_affine", "dropblock_gamma", "inverted_unit_variance",
+           "linear_dropout_penalty", "paired_verdict", "uncorrected_test_factor"]
 
 #: The dropout layers that Monte Carlo code must switch on (Exercise 3, Task 7; Exercise 4,
 #: Task 4): torch.nn's dropout family and the course's GaussianDropout, which is not a
@@ -60,3 +61,26 @@ def paired_verdict(with_dropout: Sequence[float], without_dropout: Sequence[floa
     bar = t_critical(alpha, len(diffs) - 1) * err
     verdict = "helps" if mean > bar else "hurts" if mean < -bar else "inconclusive"
     return mean, err, verdict
+
+
+# --------------------------------------------------------------------------- Exercise 2, Task 5
+# The numeric questions: each hidden test compares the student's number with one of these
+# (``dropout_course.checks.questions.check_close``). The parameters are in the question's text.
+
+def inverted_unit_variance(x: float, p: float) -> float:
+    """Question 1: Var[m x / (1 - p)] with m ~ Bernoulli(1 - p) is x^2 p / (1 - p)."""
+    return x * x * p / (1.0 - p)
+
+
+def uncorrected_test_factor(p: float) -> float:
+    """Question 2: trained with the mask alone (no division by 1 - p) and evaluated with no
+    correction, a pre-activation at test time is 1 / (1 - p) times its expected value in
+    training."""
+    return 1.0 / (1.0 - p)
+
+
+def linear_dropout_penalty(x: Sequence[Sequence[float]], w: Sequence[float], p: float) -> float:
+    """Question 3: inverted dropout on the inputs of linear regression adds, in expectation,
+    p / (1 - p) * sum_j (X^T X)_jj w_j^2 to the squared error ||y - X w||^2."""
+    columns = [sum(row[j] ** 2 for row in x) for j in range(len(w))]
+    return p / (1.0 - p) * sum(c * wj**2 for c, wj in zip(columns, w, strict=True))

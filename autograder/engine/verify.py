@@ -134,8 +134,17 @@ def _text(cell: dict[str, Any]) -> str:
 
 
 def _defined_names(code: str) -> list[str]:
-    return [node.name for node in ast.parse(code).body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    """The names an answer cell defines at top level: its functions and classes, and the
+    variables it assigns (a numeric answer such as ``answer_unit_variance = 1 / 3``, which comes
+    back from the sandbox as plain data)."""
+    names: list[str] = []
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
 
 
 # --------------------------------------------------------------------------- reading the notebook

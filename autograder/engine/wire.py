@@ -2,7 +2,8 @@
 
 Both sides import this module. The sandbox *encodes* what the student's code returned; the
 trusted grader *decodes* it and never unpickles anything that came out of the sandbox. The
-encoding holds only plain values (None, bool, int, float, str, bytes, lists, tuples, dicts),
+encoding holds only plain values (None, bool, int, float, str, bytes, lists, tuples, dicts,
+fractions),
 NumPy arrays and PyTorch tensors as raw bytes with a whitelisted dtype, and references:
 ``["ref", k]`` (object number k of the call's own arguments) and ``["h", id, type, repr]``
 (an object that stays in the sandbox and is reached through a handle).
@@ -26,6 +27,7 @@ real object and waits for its result.
 
 from __future__ import annotations
 
+import fractions
 import json
 import os
 import re
@@ -177,6 +179,8 @@ class Encoder:
         if kind is dict:
             return ["d", [[self.encode(k, depth + 1), self.encode(v, depth + 1)]
                           for k, v in value.items()]]
+        if kind is fractions.Fraction:  # an exact numeric answer (checks.questions)
+            return ["fr", value.numerator, value.denominator]
         encoded = self._encode_library(value, depth)
         if encoded is not None:
             return encoded
@@ -313,6 +317,11 @@ class Decoder:
                 key, value = pair
                 out[self._decode(key, depth + 1)] = self._decode(value, depth + 1)
             return out
+        if tag == "fr":
+            numerator, denominator = args
+            if type(numerator) is not int or type(denominator) is not int or denominator <= 0:
+                raise WireError("malformed fraction")
+            return fractions.Fraction(numerator, denominator)
         if tag == "a":
             return self._array(*args)
         if tag == "ns":
