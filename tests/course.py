@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from functools import cache
 from pathlib import Path
 
@@ -118,6 +120,49 @@ def secret_lines() -> frozenset[str]:
     return frozenset(s for s in stripped if len(s) >= MIN_SECRET_LENGTH and s not in public)
 
 
+@cache
+def answer_values() -> dict[str, float]:
+    """The reference value of every numeric question, {variable: value}: each hidden test's
+    ``checks.questions.check_close(variable, <reference>, ...)`` with ``<reference>`` evaluated as
+    the grader evaluates it (from ``autograder/engine/answers.py``)."""
+    from autograder.engine import answers
+
+    found: dict[str, float] = {}
+    for assignment in ASSIGNMENTS:
+        for cell in source_notebook(assignment).cells:
+            if cell.cell_type != "code" or "check_close" not in cell.source:
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr == "check_close":
+                    code = compile(ast.Expression(node.args[1]), "<reference>", "eval")
+                    found[ast.unparse(node.args[0])] = float(eval(code, {"answers": answers}))
+    return found
+
+
+#: A reference value is searched for written with this many significant digits or more (fewer
+#: would find innocent numbers: 0.96 is everywhere).
+VALUE_DIGITS = 5
+
+
+def value_texts(value: float) -> frozenset[str]:
+    """``value`` as a person would write it with 5 to 12 significant digits, rounded or cut
+    (8.8333, 8.83333, ..., and 0.96428 as well as 0.96429), and its full ``repr``."""
+    exact = Decimal(repr(value))
+    texts = {repr(value)}
+    for digits in range(VALUE_DIGITS, 13):
+        step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        texts.update(str(exact.quantize(step, rounding=mode)) for mode in (ROUND_DOWN,
+                                                                           ROUND_HALF_EVEN))
+    return frozenset(texts)
+
+
+@cache
+def answer_value_texts() -> dict[str, str]:
+    """{text: the variable whose reference value it writes} for every numeric question."""
+    return {text: name for name, value in answer_values().items() for text in value_texts(value)}
+
+
 def readable_text(path: Path) -> str:
     """The text a person could read in ``path``: HTML as rendered text plus its raw form,
     notebooks as their cell sources and outputs, anything else as decoded text."""
@@ -141,11 +186,15 @@ def readable_text(path: Path) -> str:
 
 
 def find_leaks(folder: Path, own_lines: frozenset[str] = frozenset()) -> dict[str, list[str]]:
-    """Secret lines found in any file under ``folder``: {relative path: [lines]}.
+    """Secret lines and reference values of the numeric questions (``answer_value_texts``) found
+    in any file under ``folder``: {relative path: [lines or "reference value of NAME: TEXT"]}.
 
-    ``own_lines`` are lines a student wrote themselves (a feedback file may show them back).
+    ``own_lines`` are lines a student wrote themselves (a feedback file may show them back,
+    with a number the student typed).
     """
     secrets = secret_lines() - own_lines
+    values = {text: name for text, name in answer_value_texts().items()
+              if not any(text in line for line in own_lines)}
     leaks: dict[str, list[str]] = {}
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.suffix in {".png", ".jpg", ".gif", ".woff", ".woff2",
@@ -154,6 +203,7 @@ def find_leaks(folder: Path, own_lines: frozenset[str] = frozenset()) -> dict[st
         text = readable_text(path)
         lines = {line.strip() for line in text.splitlines()}
         hits = [s for s in secrets if s in lines or (len(s) >= DISTINCTIVE_LENGTH and s in text)]
+        hits += [f"reference value of {name}: {t}" for t, name in values.items() if t in text]
         if hits:
             leaks[str(path.relative_to(folder))] = sorted(hits)
     return leaks

@@ -110,11 +110,26 @@ class Task:
         return f"{self.assignment}:{self.name}"
 
 
+def _question_name(source: str) -> str | None:
+    """The variable a numeric question's answer cell assigns (``answer_... = ...``), or None
+    for a cell that defines a function or class. Such answers are numbers, not callables: no
+    public callable can stand in for them; their reference values are searched for as numbers
+    (the tests at the end)."""
+    body = ast.parse(source).body
+    if any(isinstance(n, ast.FunctionDef | ast.ClassDef) for n in body):
+        return None
+    names = {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets
+             if isinstance(t, ast.Name)}
+    return names.pop() if len(names) == 1 and next(iter(names)).startswith("answer_") else None
+
+
 @cache
 def graded_tasks() -> tuple[Task, ...]:
     tasks = []
     for assignment in ASSIGNMENTS:
         for grade_id, source, cells in answer_cells(assignment):
+            if _question_name(source) is not None:
+                continue
             defs = [n for n in ast.parse(source).body
                     if isinstance(n, ast.FunctionDef | ast.ClassDef)]
             assert len(defs) == 1, f"{assignment}:{grade_id} defines {len(defs)} names"
@@ -419,3 +434,103 @@ def test_the_time_limit_stops_a_slow_submission(monkeypatch: pytest.MonkeyPatch)
     run = run_hidden(task, slow)
     assert run.timed_out == {gid for gid, _ in task.hidden}
     assert run.passed == frozenset()
+
+
+# --------------------------------------------------------------------------- numeric answers
+# A question whose answer is a number (Exercise 2, Task 5) has no callable to delegate to: what
+# must not be public is the number itself. Its reference value (``course.answer_values``, as the
+# hidden test computes it from autograder/engine/answers.py) must not be a constant of the
+# package, written in its source or computed at import; ``course.find_leaks`` searches every
+# file of the kit, the built book and the feedback for it as text.
+
+
+def graded_questions() -> dict[str, str]:
+    """{answer variable: assignment} of every numeric question."""
+    return {name: assignment for assignment in ASSIGNMENTS
+            for _gid, source, _cells in answer_cells(assignment)
+            if (name := _question_name(source)) is not None}
+
+
+def _is_reference(value: object, references: dict[str, float]) -> list[str]:
+    """The questions whose reference value ``value`` is (a real number within 1e-6)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return []
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):
+        return []
+    return [name for name, ref in references.items()
+            if math.isfinite(number) and math.isclose(number, ref, rel_tol=1e-6)]
+
+
+def constants_in_source(source: str, references: dict[str, float]) -> list[str]:
+    """'line N: value (question)' for every numeric literal of ``source`` that is a reference."""
+    return [f"line {node.lineno}: {node.value!r} ({name})"
+            for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
+            for name in _is_reference(node.value, references)]
+
+
+def constants_in_module(module: Any, references: dict[str, float]) -> list[str]:
+    """'NAME = value (question)' for every module-level number that is a reference (computed
+    at import, so no literal shows it), and every number in a module-level tuple, list or dict."""
+    found = []
+    for attr, value in vars(module).items():
+        items = list(value.values()) if isinstance(value, dict) else list(value) \
+            if isinstance(value, tuple | list) else [value]
+        found += [f"{attr} = {item!r} ({name})" for item in items
+                  for name in _is_reference(item, references)]
+    return found
+
+
+def test_the_numeric_questions_are_found() -> None:
+    """Not vacuous: Exercise 2's three questions, each with a reference value."""
+    from course import answer_values
+
+    assert graded_questions() == {name: "ex02_dropout_mechanics" for name in (
+        "answer_unit_variance", "answer_factor", "answer_penalty")}
+    assert set(answer_values()) == set(graded_questions())
+
+
+def test_no_reference_value_is_a_constant_of_the_package() -> None:
+    """No module of dropout_course writes or computes a numeric question's reference value."""
+    from course import answer_values
+
+    references = answer_values()
+    problems = []
+    for info in pkgutil.walk_packages(dropout_course.__path__, f"{dropout_course.__name__}."):
+        module = importlib.import_module(info.name)
+        source = inspect.getsource(module)
+        problems += [f"{info.name}: {p}" for p in constants_in_source(source, references)
+                     + constants_in_module(module, references)]
+    assert problems == []
+
+
+def test_a_planted_reference_value_is_caught(tmp_path: Any) -> None:
+    """The searches find a reference value written in a module's source, computed at import,
+    held in a table, or quoted on a page; a nearby number is not taken for it, and a number a
+    student typed into their own answer may be shown back to them."""
+    import types
+
+    from course import answer_values, find_leaks
+
+    references = answer_values()
+    penalty = references["answer_penalty"]
+    assert constants_in_source(f"SCALE = 1.0\nPENALTY = {penalty!r}\n", references) == [
+        f"line 2: {penalty!r} (answer_penalty)"]
+    assert constants_in_source("PENALTY = 8.83\nCUT = 0.96\n", references) == []
+    module = types.ModuleType("planted")
+    module.PENALTY = 53 / 6  # computed: no literal shows it
+    module.TABLE = {"q1": 27 / 28}
+    assert sorted(constants_in_module(module, references)) == [
+        f"PENALTY = {53 / 6!r} (answer_penalty)",
+        f"TABLE = {27 / 28!r} (answer_unit_variance)"]
+    (tmp_path / "page.html").write_text("<td>R(w) = 8.83333</td><td>1.5385</td>", "utf-8")
+    (tmp_path / "near.txt").write_text("8.83 and 1.538 and 0.96", "utf-8")
+    own = "answer_unit_variance = 0.9642857"
+    (tmp_path / "feedback.html").write_text(f"<pre>{own}</pre>", "utf-8")
+    found = find_leaks(tmp_path, own_lines=frozenset({own}))
+    assert set(found) == {"page.html"}
+    assert {"reference value of answer_factor: 1.5385",
+            "reference value of answer_penalty: 8.83333"} <= set(found["page.html"])
+    assert "reference value of answer_unit_variance: 0.9642857" in find_leaks(tmp_path)[
+        "feedback.html"]
