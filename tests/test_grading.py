@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ EX03 = "ex03_dropout_variants"
 EX04 = "ex04_misconceptions"
 EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED, EX03: EX03_EXPECTED,
             EX04: EX04_EXPECTED}
-MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 14.0, EX03: 24.0, EX04: 21.0}
+MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 19.0, EX03: 24.0, EX04: 21.0}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,14 @@ def test_ex02_per_test_scores(courses: Path) -> None:
     assert (bo["test_dropout_visible"], bo["test_dropout_hidden_statistics"]) == ("1.0", "2.0")
     assert ann["test_dropout_hidden_statistics"] == "2.0"
     assert rows["cal_keeps_p"]["test_module_visible"] == "1.0"
+    # Task 5: the right numbers as a Fraction, a NumPy scalar and a 0-d tensor (ann) and as
+    # plain expressions (bo) score; bo's unscaled penalty does not; the stubs score nothing.
+    questions = ("test_unit_variance_answer", "test_factor_answer", "test_penalty_answer")
+    assert [ann[q] for q in questions] == ["1.0", "1.0", "1.0"]
+    assert [bo[q] for q in questions] == ["1.0", "1.0", "0.0"]
+    assert [rows["cal_keeps_p"][q] for q in questions] == ["0.0", "0.0", "0.0"]
+    # The written answer waits for a hand grader (blank); an unchanged one scores 0 at once.
+    assert (ann["written_answer"], bo["written_answer"]) == ("", "0.0")
 
 
 def test_ex03_per_test_scores(courses: Path) -> None:
@@ -114,6 +123,8 @@ def test_ex04_per_test_scores(courses: Path) -> None:
 
 @pytest.mark.parametrize(("assignment", "student", "explained", "hidden_check"), [
     (EX02, "cal_keeps_p", "kept values are not x / (1 - p)", "check_drop_fraction"),
+    (EX02, "bo_partial", "answer_penalty = 4.96875 is not the expected value",
+     "linear_dropout_penalty"),  # a wrong number: the student's value, never the reference
     (EX03, "eli_partial", "model.train()", "check_spatial_statistics"),  # the BatchNorm pitfall
     (EX04, "ivy_classic_bugs", "expected 783, got 844", "check_counts_invalid"),  # buffers counted
 ])
@@ -224,3 +235,50 @@ def test_demo_submissions_are_real_notebooks(tmp_path: Path) -> None:
         nbformat.validate(nb)
         assert json.dumps(nb.metadata)  # metadata kept from the release
     assert ROOT.exists()
+
+
+def test_ex02_written_answer_is_graded_by_hand_into_the_exports(courses: Path,
+                                                                tmp_path: Path) -> None:
+    """Exercise 2's written answer through the grading command and nbgrader's gradebook: after
+    autograding, ann_correct's submission waits for a hand grader (its automatic points count,
+    its total and its LMS cell are "pending" and blank, max points include the 2 by hand); a
+    score set through nbgrader's Gradebook API (what formgrader stores: Grade.manual_score) then
+    reaches grades.csv, the per-test scores, the LMS CSVs and Gradescope's results.json."""
+    from nbgrader.api import Gradebook
+
+    from autograder.engine import export
+
+    course = tmp_path / "course"
+    shutil.copytree(courses / EX02, course)  # the fixture's folder stays as graded
+    ann = read_csv(course / "grades.csv")["ann_correct"]
+    assert (ann["status"], ann["needs_manual_grade"], ann["total"]) == ("graded", "1", "pending")
+    assert (float(ann["score"]), float(ann["max_score"])) == (17.0, 19.0)
+    export.write_default_exports(course, warn=None)
+    canvas = list(csv.reader((course / "exports" / "canvas.csv").open(encoding="utf-8")))
+    column = canvas[0].index(EX02)
+    assert canvas[1][column] == "19.0"  # points possible: the hand-graded 2 included
+    row = next(r for r in canvas if "ann_correct" in r)
+    assert row[column] == ""  # pending: not exported (an LMS import skips a blank cell)
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("written_answer", EX02, EX02, "ann_correct")
+        assert (grade.needs_manual_grade, grade.manual_score, grade.max_score) == (True, None, 2.0)
+        grade.manual_score = 1.5
+        grade.needs_manual_grade = False
+        gb.db.commit()
+    export.merge(course)
+
+    ann = read_csv(course / "grades.csv")["ann_correct"]
+    assert ann["needs_manual_grade"] == "0"
+    assert (float(ann["auto_score"]), float(ann["manual_score"])) == (17.0, 1.5)
+    assert (float(ann["score"]), float(ann["total"])) == (18.5, 18.5)
+    assert read_csv(course / "scores_by_test.csv")["ann_correct"]["written_answer"] == "1.5"
+    canvas = list(csv.reader((course / "exports" / "canvas.csv").open(encoding="utf-8")))
+    assert float(next(r for r in canvas if "ann_correct" in r)[column]) == 18.5
+    results = json.loads((course / "exports" / "gradescope" / EX02 / "ann_correct" /
+                          "results.json").read_text("utf-8"))
+    assert results["score"] == 18.5
+    written = next(t for t in results["tests"] if t["name"].startswith("written_answer"))
+    assert (written["score"], written["max_score"]) == (1.5, 2.0)
+    report = (course / "report.txt").read_text(encoding="utf-8")
+    assert "1.5 point(s) graded by hand" in report
