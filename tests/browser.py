@@ -32,6 +32,15 @@ CHROMIUM_FLAGS = [
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 
+# axe-core's rules for WCAG 2.0, 2.1 and 2.2 levels A and AA, and its best practices (which hold
+# heading-order and the landmark rules).
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa", "best-practice"]
+#: Violations of these impacts fail a test; lesser ones are reported.
+AXE_FAILING_IMPACTS = ("serious", "critical")
+#: Rules that fail a test whatever impact axe-core gives them: axe calls a skipped heading level
+#: "moderate", the course requires headings in order.
+AXE_FAILING_RULES = ("heading-order",)
+
 
 def chromium_path() -> str:
     """The Chromium executable, or a skip (a failure under CI) when none is installed."""
@@ -62,6 +71,49 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+def axe_script() -> str:
+    """axe-core's JavaScript, as bundled by the pinned PyPI package axe-playwright-python (read
+    from the installed package: nothing is downloaded)."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        pytest.fail("axe-playwright-python is not installed: run `make venv`")
+    return Axe().axe_script
+
+
+def run_axe(page, script: str) -> dict:
+    """Run axe-core on the page as it is now (WCAG 2 A/AA and best practices); returns axe's
+    results object (``violations``, ``passes``, ``incomplete``, ``inapplicable``, ``testEngine``).
+    """
+    page.evaluate(script)
+    options = {"runOnly": {"type": "tag", "values": AXE_TAGS},
+               "resultTypes": ["violations"]}
+    return page.evaluate("options => axe.run(document, options)", options)
+
+
+def axe_fails(violation: dict) -> bool:
+    """Whether an axe-core violation fails the tests (serious, critical or a required rule)."""
+    return violation["impact"] in AXE_FAILING_IMPACTS or violation["id"] in AXE_FAILING_RULES
+
+
+def axe_report(where: str, violations: list[dict], nodes_shown: int = 5) -> str:
+    """A readable report of axe-core violations: for each, where (page, mode, window), the rule,
+    its impact, what it checks and its help page, then the elements (selector, an HTML snippet,
+    axe's explanation), at most ``nodes_shown`` per rule."""
+    lines = []
+    for violation in violations:
+        lines.append(f"{where}: {violation['id']} ({violation['impact']}): {violation['help']}"
+                     f" [{len(violation['nodes'])} element(s)] {violation['helpUrl']}")
+        for node in violation["nodes"][:nodes_shown]:
+            target = " ".join(str(t) for t in node["target"])
+            snippet = " ".join(node.get("html", "").split())[:160]
+            why = " ".join((node.get("failureSummary") or "").split())[:240]
+            lines.append(f"    {target}\n      {snippet}\n      {why}")
+        if len(violation["nodes"]) > nodes_shown:
+            lines.append(f"    ... and {len(violation['nodes']) - nodes_shown} more")
+    return "\n".join(lines)
 
 
 def free_port() -> int:

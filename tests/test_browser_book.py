@@ -5,6 +5,12 @@ failed requests and any request that leaves localhost (such requests are blocked
 Each page is then checked for typeset math, loaded figures and working navigation; the search
 page and the exercise downloads are used as a reader would. Screenshots of each chapter's first
 screen, on a laptop-sized and a phone-sized window, are saved under ``_build/screenshots/``.
+
+Accessibility: axe-core (bundled by the pinned PyPI package axe-playwright-python, injected into
+the page) checks every page, the index and a search with results, on both windows in light and in
+dark mode (the reader's ``prefers-color-scheme``, which the theme follows). A serious or critical
+violation, or a skipped heading level, fails; lesser ones are written to
+``_build/accessibility/axe-report.txt`` and printed.
 """
 
 from __future__ import annotations
@@ -13,11 +19,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import LAPTOP, PHONE, PageProblems, chromium, serve
+from browser import (
+    LAPTOP,
+    PHONE,
+    PageProblems,
+    axe_fails,
+    axe_report,
+    axe_script,
+    chromium,
+    run_axe,
+    serve,
+)
 from course import ASSIGNMENTS, EXERCISES, ROOT, toc_files
 
 pytestmark = pytest.mark.slow
 SCREENSHOTS = ROOT / "_build" / "screenshots"
+AXE_REPORT = ROOT / "_build" / "accessibility" / "axe-report.txt"
+# What axe-core checks: every table-of-contents page plus the two pages Sphinx adds to the site,
+# the index (linked from every page's head) and the search page, with results for a query.
+AXE_PAGES = [*toc_files(), "genindex", "search"]
+AXE_SEARCH = "dropout"
+WINDOWS = {"laptop": LAPTOP, "phone": PHONE}
+MODES = ("light", "dark")
 # A term each chapter's text uses, and the chapter the search must find it in.
 SEARCH_TERM, SEARCH_CHAPTER = "DropBlock", "chapters/03_dropout_variants"
 
@@ -108,6 +131,99 @@ def visits(site: str) -> Iterator[dict]:
                     screenshots(page, Path(entry).name, name)
             context.close()
     yield {"pages": pages, "problems": problems}
+
+
+def load_for_axe(page, site: str, entry: str) -> None:
+    """Open a page and wait until what a reader sees is final: MathJax has typeset, and on the
+    search page the results are listed."""
+    query = f"?q={AXE_SEARCH}" if entry == "search" else ""
+    page.goto(f"{page_url(site, entry)}{query}", wait_until="networkidle")
+    page.evaluate("""async () => {
+      if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+        await MathJax.startup.promise;
+      }
+    }""")
+    if entry == "search":
+        page.locator("#search-results a").first.wait_for(timeout=30_000)
+
+
+@pytest.fixture(scope="module")
+def accessibility(site: str) -> dict[tuple[str, str, str], dict]:
+    """axe-core's results for every page in ``AXE_PAGES`` on each window in each colour mode,
+    keyed by (page, window, mode); each with the theme the page was actually shown in."""
+    script = axe_script()
+    runs: dict[tuple[str, str, str], dict] = {}
+    with chromium() as browser:
+        for window, viewport in WINDOWS.items():
+            for mode in MODES:
+                context = browser.new_context(viewport=viewport, is_mobile=window == "phone",
+                                              color_scheme=mode)
+                page = context.new_page()
+                for entry in AXE_PAGES:
+                    load_for_axe(page, site, entry)
+                    runs[(entry, window, mode)] = {
+                        "theme": page.evaluate("document.documentElement.dataset.theme"),
+                        "results": run_axe(page, script)}
+                context.close()
+    return runs
+
+
+def test_axe_checked_every_page_on_both_windows_in_both_modes(
+        accessibility: dict[tuple[str, str, str], dict]) -> None:
+    """axe-core ran on every page, window and mode, the page was really shown in that mode, and
+    the contrast rule was applied (it passed or failed, it was not left out)."""
+    assert set(accessibility) == {(entry, window, mode) for entry in AXE_PAGES
+                                  for window in WINDOWS for mode in MODES}
+    for (entry, window, mode), run in accessibility.items():
+        assert run["theme"] == mode, f"{entry} ({window}) shown in {run['theme']}, not {mode}"
+        results = run["results"]
+        applied = {rule["id"] for rule in results["passes"] + results["violations"]}
+        assert "color-contrast" in applied, f"{entry} ({window}, {mode}): contrast not checked"
+
+
+def test_axe_finds_no_serious_or_critical_violation(
+        accessibility: dict[tuple[str, str, str], dict]) -> None:
+    """No page, on a laptop or a phone, in light or dark mode, has a serious or critical axe-core
+    violation (WCAG 2 A/AA and best practices) or a skipped heading level. Lesser violations are
+    reported in ``_build/accessibility/axe-report.txt`` and printed, not failed."""
+    failing, reported = [], []
+    for (entry, window, mode), run in accessibility.items():
+        where = f"{entry} ({window}, {mode} mode)"
+        violations = run["results"]["violations"]
+        failing += [axe_report(where, [v]) for v in violations if axe_fails(v)]
+        reported += [axe_report(where, [v], nodes_shown=1) for v in violations if not axe_fails(v)]
+    engine = next(iter(accessibility.values()))["results"]["testEngine"]
+    AXE_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    AXE_REPORT.write_text(
+        f"axe-core {engine['version']}: {len(accessibility)} page checks\n\n"
+        f"Failing ({len(failing)}):\n" + "\n".join(failing) +
+        f"\n\nReported, not failing ({len(reported)}):\n" + "\n".join(reported) + "\n")
+    if reported:
+        print(f"axe-core: {len(reported)} moderate or minor violation(s):\n" + "\n".join(reported))
+    assert not failing, (f"{len(failing)} serious or critical accessibility violation(s) "
+                         f"(axe-core {engine['version']}):\n" + "\n".join(failing))
+
+
+def test_axe_check_reports_planted_violations() -> None:
+    """The check is not vacuous: on a page with an image without alt text, grey text on white,
+    a skipped heading level and a scrolling box that the keyboard cannot reach, axe-core (as the
+    tests inject it) reports each, and each fails; a page without a landmark is only reported."""
+    html = ("<html lang='en'><head><title>t</title></head><body><h1>Title</h1>"
+            "<h4>Skipped two levels</h4><img src='data:image/png;base64,AAAA'>"
+            "<p style='color:#bbb;background:#fff'>faint text</p>"
+            "<div style='width:100px;overflow-x:auto'><img alt='a wide picture of a plot'"
+            " style='width:400px;height:50px' src='data:image/gif;base64,R0lGODlhAQABAAAAACw='>"
+            "</div>"
+            "</body></html>")
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_content(html)
+        results = run_axe(page, axe_script())
+    found = {v["id"]: v for v in results["violations"]}
+    for rule in ("image-alt", "color-contrast", "heading-order", "scrollable-region-focusable"):
+        assert rule in found and axe_fails(found[rule]), f"{rule} not reported as failing"
+    assert "region" in found and not axe_fails(found["region"])
+    assert "image-alt" in axe_report("planted", [found["image-alt"]])
 
 
 def test_every_page_loads_without_errors_or_offsite_requests(visits: dict) -> None:

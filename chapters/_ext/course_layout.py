@@ -11,6 +11,10 @@
   ``book``, the published book's URL, and ``repository``, the repository's link). The
   ``{course-links}`` directive shows those that are set; an empty value shows nothing, never a
   dead link. A value that is not an http(s) URL fails the build.
+* Accessibility fixes where the theme or docutils write markup that axe-core rejects (checked by
+  tests/test_browser_book.py): the sidebar's expand/collapse toggles get a name, bibliography
+  entries are list items of their list, and a figure that scrolls sideways on a phone gets a
+  tab stop (chapters/_ext/static/course.js).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bs4 import BeautifulSoup
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.errors import ConfigError
@@ -123,12 +128,65 @@ class StudentKitLink(SphinxTransform):
         section.insert(titles[0] + 1 if titles else 0, box)
 
 
+def _name_sidebar_toggles(soup: Any) -> Any:
+    """Give each of the sidebar's expand/collapse toggles (a ``<summary>`` holding only an icon)
+    an accessible name: "Show or hide the pages under <the entry's title>"."""
+    if not isinstance(soup, BeautifulSoup):
+        return soup
+    for summary in soup.find_all("summary"):
+        if summary.get_text(strip=True) or summary.get("aria-label"):
+            continue
+        item = summary.find_parent("li")
+        link = item.find("a") if item is not None else None
+        title = link.get_text(" ", strip=True) if link is not None else ""
+        summary["aria-label"] = f"Show or hide the pages under {title}" if title else (
+            "Show or hide the pages in this section")
+    return soup
+
+
+def label_sidebar_toggles(app, pagename, templatename, context, doctree) -> None:
+    """pydata-sphinx-theme writes the sidebar's collapsible entries as ``<details>`` whose
+    ``<summary>`` holds only a chevron icon marked ``role="presentation"``: a screen reader
+    announces a nameless control (axe-core: summary-name, serious). Wrap the theme's
+    ``generate_toctree_html`` so every such toggle is named after the entry it opens."""
+    generate = context.get("generate_toctree_html")
+    if generate is None or getattr(generate, "course_labelled", False):
+        return
+
+    def generate_labelled(kind: str, *args: Any, **kwargs: Any) -> Any:
+        soup = generate(kind, *args, **kwargs)
+        return _name_sidebar_toggles(soup) if kind == "sidebar" else soup
+
+    generate_labelled.course_labelled = True  # type: ignore[attr-defined]
+    context["generate_toctree_html"] = generate_labelled
+
+
+def visit_citation(self, node: nodes.citation) -> None:
+    """docutils' own citation markup with one change: each entry is a ``listitem`` of the
+    ``role="list"`` that holds the bibliography. docutils gives entries ``doc-biblioentry``, which
+    DPUB-ARIA 1.1 deprecates in favour of ``listitem``; browsers and axe-core no longer count it
+    as a list item, so the list has no items (axe-core: aria-required-children, critical)."""
+    if not isinstance(node.previous_sibling(), type(node)):
+        self.body.append('<div role="list" class="citation-list">\n')
+    self.body.append(self.starttag(node, "div", classes=[node.tagname], role="listitem"))
+
+
+def depart_citation(self, node: nodes.citation) -> None:
+    self.body.append("</div>\n")
+    if not isinstance(node.next_node(descend=False, siblings=True), type(node)):
+        self.body.append("</div>\n")
+
+
 def setup(app) -> dict[str, Any]:
     app.add_config_value("course_links", {"book": "", "repository": ""}, "env", [dict])
     app.add_config_value("course_student_kit", DEFAULT_KIT, "env", [str])
     app.connect("config-inited", _check_config)
     app.connect("builder-inited", _add_static_path)
     app.add_css_file("course.css")
+    app.add_js_file("course.js")
+    # After pydata-sphinx-theme's own handler (priority 500) has put its functions in the context.
+    app.connect("html-page-context", label_sidebar_toggles, priority=600)
+    app.add_node(nodes.citation, override=True, html=(visit_citation, depart_citation))
     app.add_directive("course-links", CourseLinks)
     app.add_transform(StudentKitLink)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
