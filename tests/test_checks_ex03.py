@@ -15,6 +15,7 @@ GPU machine, where every check covers CUDA as well:
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -56,6 +57,7 @@ TASKS = {
     "dropconnect": "DropConnectLinear",
     "attention": "attention_with_dropout",
     "mc": "mc_dropout_predict",
+    "droppath": "drop_path",
 }
 ALL_TEST_CELLS = test_cells(ASSIGNMENT)
 CELL_IDS = [grade_id for grade_id, _ in ALL_TEST_CELLS]
@@ -93,11 +95,16 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None,
 
 
 def test_notebook_has_the_expected_test_cells() -> None:
-    """Each task has one visible cell first, then hidden ones; 24 points in all."""
+    """Each task has one visible cell first, then hidden ones; 28 points in all."""
     visible = [gid for gid, _ in test_cells(ASSIGNMENT, hidden=False)]
     assert visible == [f"test_{task}_visible" for task in TASKS]
     hidden = [gid for gid, _ in test_cells(ASSIGNMENT, hidden=True)]
     assert {task_of(gid) for gid in hidden} == set(TASKS)
+    notebook = json.loads((notebook_code.SOLUTIONS / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+                          .read_text(encoding="utf-8"))
+    points = [cell["metadata"]["nbgrader"].get("points", 0) for cell in notebook["cells"]
+              if cell["metadata"].get("nbgrader", {}).get("grade")]
+    assert sum(points) == 28
 
 
 def test_reference_namespace_holds_the_answers(reference: dict[str, Any]) -> None:
@@ -341,6 +348,47 @@ def mc_train_calls(model, x, n_samples=50):
     return stacked.mean(dim=0), stacked.var(dim=0).sqrt()
 
 
+def _check_sample_dim(x):
+    if x.dim() == 0:
+        raise ValueError("x must have shape (N, ...)")
+
+
+def droppath_bernoulli_(x, p=0.0, training=True, generator=None):
+    """timm's current form: bernoulli_ on an (N, 1, ..., 1) tensor, divided by keep in place."""
+    p = _validate(p)
+    _check_sample_dim(x)
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep,
+                                                                       generator=generator)
+    if keep > 0.0:
+        mask.div_(keep)
+    return x * mask
+
+
+def droppath_where_expand(x, p=0.0, training=True, generator=None):
+    """torch.rand < keep, expanded over each sample, with torch.where."""
+    p = _validate(p)
+    _check_sample_dim(x)
+    if not training or p == 0.0:
+        return x.clone()
+    keep = _rand((x.shape[0],), generator, x.device) < 1.0 - p
+    keep = keep.view(-1, *[1] * (x.dim() - 1)).expand_as(x)
+    return torch.where(keep, x / (1.0 - p) if p < 1 else x, torch.zeros_like(x))
+
+
+def droppath_floor(x, p=0.0, training=True, generator=None):
+    """timm's older form: floor(keep + U) is 1 with probability keep; x / keep times it."""
+    p = _validate(p)
+    _check_sample_dim(x)
+    if (same := _identity_or_zeros(x, p, training)) is not None:
+        return same
+    keep = 1.0 - p
+    noise = keep + _rand((x.shape[0],) + (1,) * (x.dim() - 1), generator, x.device)
+    return x.div(keep) * noise.floor_().to(x.dtype)
+
+
 CORRECT = {
     "spatial": [spatial_bernoulli, spatial_where_expand],
     "alpha": [alpha_like_pytorch, alpha_masked_fill],
@@ -349,6 +397,7 @@ CORRECT = {
     "dropconnect": [DropConnectBernoulli, DropConnectWhere],
     "attention": [attention_einsum, attention_where],
     "mc": [mc_batched, mc_train_calls],
+    "droppath": [droppath_bernoulli_, droppath_where_expand, droppath_floor],
 }
 
 
@@ -391,16 +440,23 @@ def _random_checks(ns: dict[str, Any], seed: int) -> Iterator[tuple[str, Callabl
     for p, n in ((0.5, 37), (0.3, 41)):
         yield f"mc {p}", lambda p=p, n=n: ex03.check_mc_statistics(ns["mc_dropout_predict"], p,
                                                                    n_samples=n, seed=seed)
+    for p in (0.25, 0.2, 0.6):
+        yield f"droppath structure {p}", lambda p=p: ex03.check_droppath_structure(
+            ns["drop_path"], p, seed=seed)
+    for p in (0.2, 0.6):
+        yield f"droppath {p}", lambda p=p: ex03.check_droppath_statistics(ns["drop_path"], p,
+                                                                          seed=seed)
 
 
 @pytest.mark.slow
 def test_random_checks_never_fail_the_reference(reference: dict[str, Any]) -> None:
     """Every random check passes the reference for CALIBRATION_SEEDS seeds on every available
-    device, with zero failures allowed. The exercise has 12 checks with a 1e-6 budget each
+    device, with zero failures allowed. The exercise has 14 checks with a 1e-6 budget each
     (spatial and alpha statistics at two p, DropBlock's rate at three block sizes, locked,
-    DropConnect, attention, and Monte Carlo at two p); the structural checks' random parts are
-    below 1e-11. So correct bounds fail at least once in 200 seeds with probability below
-    2.5e-3. On the CPU the random streams are fixed by the seeds: the outcome is reproducible."""
+    DropConnect, attention, Monte Carlo at two p, and DropPath's statistics at two p); the
+    structural checks' random parts are below 1e-11. So correct bounds fail at least once in
+    200 seeds with probability below 3e-3. On the CPU the random streams are fixed by the
+    seeds: the outcome is reproducible."""
     failures = []
     for seed in range(CALIBRATION_SEEDS):
         for name, check in _random_checks(reference, seed):
@@ -903,6 +959,136 @@ def mc_no_validation(model, x, n_samples=50):
     return _mc(model, x, max(2, int(n_samples)), set_modes=_only_dropout)
 
 
+def _drop_path(x, p, training, generator, mask_shape=None, *, keep_p=False, scale=None,
+               validate=True, p_one=True, mask_dtype=None, device=None):
+    """DropPath with one thing changed (each keyword is one bug); the defaults are correct."""
+    if validate:
+        p = _validate(p)
+    _check_sample_dim(x)
+    if not training or p == 0.0:
+        return x
+    if p_one and p == 1.0:
+        return x * 0.0
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1) if mask_shape is None else mask_shape
+    u = torch.rand(shape, generator=generator, device=x.device if device is None else device)
+    keep = (u < p) if keep_p else (u >= p)
+    mask = keep.to(mask_dtype or x.dtype)
+    return x * mask / ((1.0 - p) if scale is None else scale(p))
+
+
+def droppath_per_element(x, p=0.0, training=True, generator=None):
+    """Ordinary dropout on the branch: a mask of x's shape."""
+    return _drop_path(x, p, training, generator, x.shape)
+
+
+def droppath_batch_shared(x, p=0.0, training=True, generator=None):
+    """One decision for the whole batch (the paper's per-mini-batch form)."""
+    return _drop_path(x, p, training, generator, (1,) * x.dim())
+
+
+def droppath_over_dim1(x, p=0.0, training=True, generator=None):
+    """Draws the mask over dim 1 (channels or tokens) instead of dim 0."""
+    shape = (1, x.shape[1], *[1] * (x.dim() - 2)) if x.dim() > 1 else (1,)
+    return _drop_path(x, p, training, generator, shape)
+
+
+def droppath_no_rescale(x, p=0.0, training=True, generator=None):
+    return _drop_path(x, p, training, generator, scale=lambda p: 1.0)
+
+
+def droppath_scales_by_keep(x, p=0.0, training=True, generator=None):
+    """Multiplies the kept samples by 1 - p instead of dividing."""
+    return _drop_path(x, p, training, generator, scale=lambda p: 1.0 / (1.0 - p))
+
+
+def droppath_keep_p(x, p=0.0, training=True, generator=None):
+    """Reads p as the keep probability (the paper's survival probability p_l)."""
+    return _drop_path(x, p, training, generator, keep_p=True)
+
+
+def droppath_on_in_eval(x, p=0.0, training=True, generator=None):
+    """Forgets `training` (timm's drop_path defaults to training=False; this ignores it)."""
+    return _drop_path(x, p, True, generator)
+
+
+def droppath_original_scaling(x, p=0.0, training=True, generator=None):
+    """The paper's test-time scaling: no scale in training, x * (1 - p) in eval."""
+    if not training:
+        return x * (1.0 - _validate(p))
+    return _drop_path(x, p, training, generator, scale=lambda p: 1.0)
+
+
+def droppath_global_rng(x, p=0.0, training=True, generator=None):
+    return _drop_path(x, p, training, None)
+
+
+def droppath_in_place(x, p=0.0, training=True, generator=None):
+    out = _drop_path(x, p, training, generator)
+    if out is x:
+        return x
+    with torch.no_grad():
+        x.copy_(out)
+    return x
+
+
+def droppath_nan_at_one(x, p=0.0, training=True, generator=None):
+    return _drop_path(x, p, training, generator, p_one=False)
+
+
+def droppath_no_validation(x, p=0.0, training=True, generator=None):
+    return _drop_path(x, p, training, generator, validate=False)
+
+
+def droppath_float32_mask(x, p=0.0, training=True, generator=None):
+    """A float32 mask promotes a bfloat16 or float16 x to float32."""
+    return _drop_path(x, p, training, generator, mask_dtype=torch.float32)
+
+
+def droppath_detached(x, p=0.0, training=True, generator=None):
+    """Masks x.detach(): the branch gets no gradient in training."""
+    p = _validate(p)
+    if not training or p == 0.0:
+        return x
+    return _drop_path(x.detach(), p, training, generator)
+
+
+def droppath_no_shape_check(x, p=0.0, training=True, generator=None):
+    """Takes a 0-d x as one sample instead of rejecting it."""
+    if x.dim() == 0:
+        return _drop_path(x.reshape(1), p, training, generator).reshape(())
+    return _drop_path(x, p, training, generator)
+
+
+def droppath_mask_on_cpu(x, p=0.0, training=True, generator=None):
+    gen = generator if generator is not None and generator.device.type == "cpu" else None
+    p = _validate(p)
+    if not training or p == 0.0:
+        return x
+    return _drop_path(x, p, training, gen, device=torch.device("cpu")) if p < 1 else x * 0.0
+
+
+_DP_VISIBLE, _DP_STATISTICS, _DP_CONTRACT = (
+    "test_droppath_visible", "test_droppath_hidden_statistics", "test_droppath_hidden_contract")
+#: Each wrong DropPath and exactly the test cells that catch it (on every device).
+WRONG_DROPPATH: dict[Callable[..., Any], set[str]] = {
+    droppath_per_element: {_DP_VISIBLE, _DP_STATISTICS},
+    droppath_batch_shared: {_DP_VISIBLE, _DP_STATISTICS},
+    droppath_over_dim1: {_DP_VISIBLE, _DP_STATISTICS},
+    droppath_no_rescale: {_DP_VISIBLE, _DP_STATISTICS, _DP_CONTRACT},  # and its gradient
+    droppath_scales_by_keep: {_DP_VISIBLE, _DP_STATISTICS, _DP_CONTRACT},
+    droppath_keep_p: {_DP_STATISTICS},
+    droppath_on_in_eval: {_DP_VISIBLE, _DP_CONTRACT},
+    droppath_original_scaling: {_DP_VISIBLE, _DP_STATISTICS, _DP_CONTRACT},
+    droppath_global_rng: {_DP_CONTRACT},
+    droppath_in_place: {_DP_STATISTICS, _DP_CONTRACT},  # its second call rewrites the first
+    droppath_nan_at_one: {_DP_CONTRACT},
+    droppath_no_validation: {_DP_CONTRACT},
+    droppath_float32_mask: {_DP_CONTRACT},
+    droppath_detached: {_DP_CONTRACT},
+    droppath_no_shape_check: {_DP_CONTRACT},
+}
+
+
 WRONG = {
     "spatial": [spatial_elementwise, spatial_per_sample, spatial_batch_shared,
                 spatial_across_channels, spatial_keep_p, spatial_no_rescale, spatial_on_in_eval,
@@ -927,7 +1113,7 @@ WRONG = {
            mc_ignores_n_samples, mc_swallows_errors, mc_std_over_batch, mc_no_validation],
 }
 #: Wrong only where a GPU is: on a CPU-only machine these are correct answers.
-WRONG_CUDA = {"spatial": [spatial_mask_on_cpu]}
+WRONG_CUDA = {"spatial": [spatial_mask_on_cpu], "droppath": [droppath_mask_on_cpu]}
 
 
 @pytest.mark.parametrize(("task", "answer"), task_answers(WRONG),
@@ -946,6 +1132,19 @@ def test_wrong_answer_fails_on_cuda(task: str, answer: Any, reference: dict[str,
     expect_some_cell_fails(cells_of_task(task), {**reference, TASKS[task]: answer})
 
 
+@pytest.mark.parametrize(("answer", "expected"), list(WRONG_DROPPATH.items()),
+                         ids=[answer.__name__ for answer in WRONG_DROPPATH])
+def test_wrong_droppath_fails_exactly_the_expected_cells(answer: Any, expected: set[str],
+                                                         reference: dict[str, Any],
+                                                         device: str) -> None:
+    """Each bug is caught by the cell meant for it (structure and scale: visible and hidden
+    statistics; rate: hidden statistics; generator, edge cases, dtypes, gradients: hidden
+    contract), and by no other."""
+    failures = cell_failures(cells_of_task("droppath"), {**reference, "drop_path": answer})
+    assert set(failures) == expected
+    assert all(HINT in str(err) for err in failures.values())
+
+
 def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> None:
     """Spot-check that the failure names the bug."""
     cases = {
@@ -958,6 +1157,9 @@ def test_wrong_answers_fail_with_clear_messages(reference: dict[str, Any]) -> No
         ("attention", attention_on_output): "not (dropped attention weights) @ v",
         ("mc", mc_model_train): "BatchNorm",
         ("mc", mc_restore_without_finally): "finally",
+        ("droppath", droppath_per_element): "sample (",
+        ("droppath", droppath_keep_p): "expected fraction 0.2000",
+        ("droppath", droppath_detached): "does not require grad",
     }
     for (task, wrong), phrase in cases.items():
         failures = cell_failures(cells_of_task(task), {**reference, TASKS[task]: wrong})

@@ -25,7 +25,7 @@ EX03 = "ex03_dropout_variants"
 EX04 = "ex04_misconceptions"
 EXPECTED = {ASSIGNMENT: EX01_EXPECTED, EX02: EX02_EXPECTED, EX03: EX03_EXPECTED,
             EX04: EX04_EXPECTED}
-MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 19.0, EX03: 24.0, EX04: 21.0}
+MAX_SCORE = {ASSIGNMENT: 14.0, EX02: 19.0, EX03: 28.0, EX04: 21.0}
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +96,19 @@ def test_ex02_per_test_scores(courses: Path) -> None:
 
 def test_ex03_per_test_scores(courses: Path) -> None:
     """Exercise 3: element-wise 'spatial' dropout loses both spatial cells it fails and keeps the
-    contract cell; the model.train() shortcut loses the visible Monte Carlo cell only."""
+    contract cell; the model.train() shortcut loses the visible Monte Carlo cell only; DropPath
+    per element loses its structure cells and keeps the contract cell, DropPath on in eval mode
+    loses the eval cells and keeps the statistics cell."""
     rows = read_csv(courses / EX03 / "scores_by_test.csv")
     eli, fay = rows["eli_partial"], rows["fay_classic_bugs"]
     assert (eli["test_spatial_visible"], eli["test_spatial_hidden_statistics"]) == ("0.0", "0.0")
     assert (eli["test_spatial_hidden_contract"], eli["test_mc_visible"]) == ("1.0", "0.0")
     assert eli["test_mc_hidden"] == "2.0"
     assert (fay["test_attention_visible"], fay["test_mc_hidden"]) == ("0.0", "2.0")
+    assert (eli["test_droppath_visible"], eli["test_droppath_hidden_statistics"],
+            eli["test_droppath_hidden_contract"]) == ("0.0", "0.0", "1.0")
+    assert (fay["test_droppath_visible"], fay["test_droppath_hidden_statistics"],
+            fay["test_droppath_hidden_contract"]) == ("0.0", "2.0", "0.0")
     assert all(value.endswith(".0") and value != "0.0" for key, value in
                rows["dee_correct"].items() if key.startswith("test_"))
 

@@ -329,7 +329,7 @@ def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_graded_task_is_found_with_hidden_tests() -> None:
     tasks = graded_tasks()
     assert {t.assignment for t in tasks} == set(ASSIGNMENTS)
-    assert len(tasks) == 20
+    assert len(tasks) == 21
     assert all(t.hidden for t in tasks), [str(t) for t in tasks if not t.hidden]
     assert {str(t) for t in tasks if t.is_class} == {"ex02_dropout_mechanics:Dropout",
                                                      "ex03_dropout_variants:DropConnectLinear"}

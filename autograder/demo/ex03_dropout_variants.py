@@ -4,7 +4,7 @@ partly correct one and one with the classic bugs of each variant.
 The correct answer deliberately differs from the reference (``torch.bernoulli`` masks,
 ``masked_fill`` for alpha dropout, a transposed convolution to grow DropBlock's blocks, all
 Monte Carlo samples in one batch), so the demo shows a different correct implementation getting
-full marks through nbgrader.
+full marks through nbgrader; its DropPath is timm's floor(keep + U) recipe.
 """
 
 _VALID = '''
@@ -232,41 +232,93 @@ def mc_dropout_predict(model, x, n_samples=50):
     return samples.mean(dim=0), samples.std(dim=0)
 '''
 
+_DROPPATH = '''
+def drop_path(x, p=0.0, training=True, generator=None):
+    """timm's recipe: floor(keep + U) is 1 with probability keep, one draw per sample."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
+        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
+    if x.dim() == 0:
+        raise ValueError("drop_path needs x of shape (N, ...)")
+    if not training or p == 0:
+        return x
+    keep = 1.0 - p
+    if keep == 0:
+        return torch.zeros_like(x)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    noise = keep + torch.rand(shape, generator=generator, device=x.device)
+    return x / keep * noise.floor().to(x.dtype)
+'''
+
+_DROPPATH_ELEMENTWISE = '''
+def drop_path(x, p=0.0, training=True, generator=None):
+    """Drops single elements of the branch (ordinary dropout), not whole samples."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
+        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
+    if x.dim() == 0:
+        raise ValueError("drop_path needs x of shape (N, ...)")
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    return x * keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
+'''
+
+_DROPPATH_IN_EVAL = '''
+def drop_path(x, p=0.0, training=True, generator=None):
+    """Forgets `training`: drops branches at test time too."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
+        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
+    if x.dim() == 0:
+        raise ValueError("drop_path needs x of shape (N, ...)")
+    if p == 0:
+        return x
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    keep = torch.rand(shape, generator=generator, device=x.device) >= p
+    return x * keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
+'''
+
 STUDENTS: dict[str, dict[str, str | None]] = {
     "dee_correct": {
         "spatial_dropout": _SPATIAL, "alpha_dropout": _ALPHA, "dropblock": _DROPBLOCK,
         "locked_dropout": _LOCKED, "DropConnectLinear": _DROPCONNECT,
         "attention_with_dropout": _ATTENTION, "mc_dropout_predict": _MC,
+        "drop_path": _DROPPATH,
     },
     "eli_partial": {
         "spatial_dropout": _SPATIAL_ELEMENTWISE, "alpha_dropout": _ALPHA,
         "dropblock": _DROPBLOCK, "locked_dropout": _LOCKED, "DropConnectLinear": _DROPCONNECT,
         "attention_with_dropout": _ATTENTION, "mc_dropout_predict": _MC_TRAIN,
+        "drop_path": _DROPPATH_ELEMENTWISE,
     },
     "fay_classic_bugs": {
         "spatial_dropout": _SPATIAL, "alpha_dropout": _ALPHA_ZERO, "dropblock": _DROPBLOCK,
         "locked_dropout": _LOCKED_PER_STEP, "DropConnectLinear": _DROPCONNECT_BIAS,
         "attention_with_dropout": _ATTENTION_OUTPUT, "mc_dropout_predict": _MC,
+        "drop_path": _DROPPATH_IN_EVAL,
     },
 }
 
 #: Test cells each demo student fails (checked without nbgrader by tests/test_checks_ex03.py).
 FAILED_CELLS: dict[str, set[str]] = {
     "dee_correct": set(),
-    # element-wise instead of channel-wise; model.train() puts BatchNorm in training mode
-    "eli_partial": {"test_spatial_visible", "test_spatial_hidden_statistics", "test_mc_visible"},
+    # element-wise instead of channel-wise; model.train() puts BatchNorm in training mode;
+    # DropPath per element instead of per sample
+    "eli_partial": {"test_spatial_visible", "test_spatial_hidden_statistics", "test_mc_visible",
+                    "test_droppath_visible", "test_droppath_hidden_statistics"},
     # alpha: dropped units 0; locked: a mask per time step; DropConnect: bias dropped;
-    # attention: dropout on the output
+    # attention: dropout on the output; DropPath: active in eval mode
     "fay_classic_bugs": {
         "test_alpha_visible", "test_alpha_hidden_statistics", "test_locked_visible",
         "test_locked_hidden", "test_dropconnect_visible", "test_dropconnect_hidden",
-        "test_attention_visible", "test_attention_hidden",
+        "test_attention_visible", "test_attention_hidden", "test_droppath_visible",
+        "test_droppath_hidden_contract",
     },
 }
 
-#: Points each demo student must get, out of 24 (all automatic).
+#: Points each demo student must get, out of 28 (all automatic).
 EXPECTED: dict[str, float] = {
-    "dee_correct": 24.0,
-    "eli_partial": 20.0,  # loses spatial (1 + 2) and the visible Monte Carlo test (1)
-    "fay_classic_bugs": 12.0,  # loses alpha, locked, DropConnect and attention (3 each)
+    "dee_correct": 28.0,
+    # loses spatial (1 + 2), the visible Monte Carlo test (1) and DropPath's structure (1 + 2)
+    "eli_partial": 21.0,
+    # loses alpha, locked, DropConnect and attention (3 each), DropPath's eval cells (1 + 1)
+    "fay_classic_bugs": 14.0,
 }

@@ -1,5 +1,5 @@
 """Checks for Exercise 3 (dropout variants): spatial, alpha, DropBlock, locked, DropConnect,
-attention dropout and Monte Carlo dropout.
+attention dropout, Monte Carlo dropout and DropPath (stochastic depth).
 
 p is the DROP probability throughout. Every check runs on each available device; tensor checks
 run in float32 and float64 (and, for the shared contract, every float dtype of
@@ -17,6 +17,7 @@ The functions under test (the exercise's contract):
 * ``DropConnectLinear(in_features, out_features, p=0.5, bias=True)``, a ``torch.nn.Module``
 * ``attention_with_dropout(q, k, v, p=0.0, training=True, generator=None)``
 * ``mc_dropout_predict(model, x, n_samples=50) -> (mean, std)``
+* ``drop_path(x, p=0.0, training=True, generator=None)``, x of shape (N, ...)
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ __all__ = [
     "check_dropconnect_gradient",
     "check_dropconnect_init",
     "check_dropconnect_statistics",
+    "check_droppath_contract",
+    "check_droppath_statistics",
+    "check_droppath_structure",
     "check_locked_contract",
     "check_locked_statistics",
     "check_locked_structure",
@@ -916,3 +920,100 @@ def check_mc_n_samples(mc_dropout_predict: Callable[..., Any]) -> None:
         expect_raises(mc_dropout_predict, (model, torch.ones(2, 3)), ValueError,
                       f"n_samples={bad!r} is not an integer >= 2",
                       kwargs={"n_samples": bad})
+
+
+# --------------------------------------------------------------------------- DropPath
+
+_DROPPATH_HINT = ("draw ONE keep/drop decision per sample, a mask of shape (N, 1, ..., 1) "
+                  "(keep with probability 1 - p; p is the DROP probability), and multiply: "
+                  "each sample x[n] is all zero or x[n] / (1 - p).")
+
+#: Shapes of the structure check: 200 samples each, so that a correct answer keeps all or none
+#: of them with probability below 1e-19 at p in [0.2, 0.8].
+_DROPPATH_SHAPES = ((200,), (200, 6), (200, 3, 4))
+
+
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    """``t`` seen as (N, elements per sample), for any shape (N, ...)."""
+    return t.reshape(t.shape[0], -1)
+
+
+def check_droppath_structure(drop_path: Callable[..., Any], p: float, seed: int = 1) -> None:
+    """In training, for inputs of shape (200,), (200, 6) and (200, 3, 4) on every device and
+    float dtype: each sample x[n] (a slice along dim 0) is entirely 0 or entirely x[n] / (1 - p),
+    and both occur. Exact: a correct answer keeps all or none of the 200 samples with
+    probability below 1e-19 at p in [0.2, 0.8]. Catches a mask per element, a mask over another
+    dimension, one decision for the whole batch, and a wrong scale (none, or 1 - p)."""
+    for device, dtype in device_dtype_cases():
+        for shape in _DROPPATH_SHAPES:
+            x = positive(shape, device, dtype, seed=14)
+            wanted = x.double() / (1.0 - p)
+            out = contract.apply(drop_path, x, p, True, generator_on(device, seed))
+            where = f"drop_path(x of shape {shape}, {dtype} on {device.type}, p={p})"
+            expect(out.shape == x.shape, f"{where} gave shape {tuple(out.shape)}",
+                   "return a tensor of x's shape: multiply x by a mask of shape "
+                   "(N, 1, ..., 1), which broadcasts over each sample.")
+            _expect_all_or_nothing(_per_sample(out), _per_sample(wanted), (1,), where, "sample",
+                                   _DROPPATH_HINT)
+
+
+def check_droppath_statistics(drop_path: Callable[..., Any], p: float, seed: int = 0) -> None:
+    """On (65 536, 3) inputs (65 536 samples) on every device and float dtype: the number of
+    dropped samples is Binomial(65 536, p), and neighbouring samples are dropped independently
+    (pair agreement Binomial with q = p^2 + (1-p)^2), both with exact binomial tails; two calls
+    in a row drop different samples. False-failure probability 1e-6 for the whole check, split
+    over its device/dtype cases and its two counts (two calls drop exactly the same samples with
+    probability below 1e-10000). Catches keeping with probability p (at p != 0.5: hundreds of
+    standard deviations at p = 0.2 or 0.6) and decisions shared by neighbouring samples."""
+    cases = device_dtype_cases()
+    budget = DEFAULT_FALSE_FAILURE / (2 * len(cases))
+    for device, dtype in cases:
+        x = positive((65_536, 3), device, dtype, seed=15)
+        gen = generator_on(device, seed)
+        out = contract.apply(drop_path, x, p, True, gen)
+        where = f"drop_path(x of shape (65536, 3), {dtype} on {device.type}, p={p})"
+        dropped = (out == 0).all(dim=1)
+        expect_drop_count(dropped, p, budget, where + " (samples)", _DROPPATH_HINT)
+        expect_independent_neighbours(dropped, p, budget, where, {"samples": 0},
+                                      _DROPPATH_HINT)
+        again = contract.apply(drop_path, x, p, True, gen)
+        expect_fresh_masks(out == 0, again == 0, where)
+
+
+def _check_droppath_gradient(drop_path: Callable[..., Any], p: float = 0.4) -> None:
+    """In training, on every device in float64 and float32: the output is part of the autograd
+    graph, and the gradient with respect to x is the upstream gradient times 1 / (1 - p) on the
+    samples the forward call kept and exactly 0 on the samples it dropped (read off the output;
+    to a few ulps). Exact."""
+    for device, dtype in device_dtype_cases((torch.float64, torch.float32)):
+        x = positive((64, 3, 2), device, dtype, seed=16).requires_grad_(True)
+        upstream = positive((64, 3, 2), device, dtype, seed=17)
+        out = contract.apply(drop_path, x, p, True, generator_on(device, 5))
+        where = f"drop_path(x of shape (64, 3, 2), {dtype} on {device.type}, p={p})"
+        expect(out.requires_grad, f"{where}: the output does not require grad",
+               "use differentiable torch operations on x (no .detach(), no .data, no "
+               "torch.no_grad(), no NumPy): in a residual block the branch must still learn.")
+        (grad,) = torch.autograd.grad(out, x, upstream, allow_unused=True)
+        grad = torch.zeros_like(x) if grad is None else grad  # an output that ignores x
+        kept = (out != 0).detach()
+        _expect_scaled(grad, upstream.double() / (1.0 - p), kept, where + " (gradient of kept "
+                       "samples)", "the gradient of a kept sample is the upstream gradient / "
+                       "(1 - p): multiply x by the scaled mask.", tol_ulps=8.0)
+        expect(bool((grad[~kept] == 0).all()),
+               f"{where}: a dropped sample got a non-zero gradient",
+               "a dropped sample's branch contributes nothing, so it gets no gradient.")
+
+
+def check_droppath_contract(drop_path: Callable[..., Any]) -> None:
+    """The shared contract (:mod:`~dropout_course.checks.contract`) on inputs of shape (N, ...)
+    (one sample, 1-D and 4-D inputs included), a ValueError for a 0-d input (it has no sample
+    dimension), and gradients: upstream / (1 - p) for kept samples, 0 for dropped ones. Exact."""
+    contract.check_shape_dtype_device(drop_path, 0.9, (4, 3, 5, 2))
+    contract.check_shape_dtype_device(drop_path, 0.5, (7,))
+    contract.check_shape_dtype_device(drop_path, 0.5, (1, 6))
+    contract.check_eval_and_p0_identity(drop_path, (4, 3, 5))
+    contract.check_generator(drop_path, 0.3, (64, 3, 4))
+    contract.check_p_one(drop_path, (3, 4, 5))
+    contract.check_invalid_p(drop_path, (2, 3, 4))
+    _expect_raises_on_shape(drop_path, [()], "(N, ...): a 0-d tensor has no sample dimension")
+    _check_droppath_gradient(drop_path)
