@@ -186,6 +186,15 @@ def test_markdown_with_html_is_shown_as_text() -> None:
     assert active(markdown2html(fenced)) == []
 
 
+def test_markdown_shows_control_characters_escaped() -> None:
+    """A written answer's terminal escapes, bell and bidirectional overrides are shown as their
+    escapes; line breaks, tabs, joiners and any script stay as they are."""
+    assert sanitize_markdown("a\x1b[2Jb\x07 \u202eexe.txt\u2066 c\u2028d") == \
+        "a\\x1b[2Jb\\x07 \\u202eexe.txt\\u2066 c\\u2028d"
+    honest = "José 漢字 हिन्दी 👩\u200d💻 co\u00adop\n\tline\r\n"
+    assert sanitize_markdown(honest) == honest
+
+
 def test_markdown_text_renders_literally() -> None:
     from nbconvert.filters import markdown2html
 
@@ -200,6 +209,11 @@ def test_markdown_text_renders_literally() -> None:
 
 MARKUP = ("My notes <script>document.title='owned'</script>\n\n"
           "<img src=x onerror=\"alert('owned')\"> and [click](javascript:alert(1))")
+# A written answer (graded by hand) is the student's own markdown: shown as text, never obeyed,
+# in the feedback page and in what the hand grading produces (grades, exports, report).
+WRITTEN_HOSTILE = ("Written answer <script>document.title='owned'</script>\x1b]0;owned\x07"
+                   "\x1b[2J =HYPERLINK(\"http://evil.example\",\"x\") abc\u202eexe.txt "
+                   "<img src=x onerror=\"alert('owned')\"> [click](javascript:alert(1))")
 SURROGATE_PRINT = 'print("lone \\udcff surrogate \\x1b[2J cleared")'
 JAIL_FORGERY = ('import os\nos.write(2, b"JAIL-WARNING \\x1b]0;owned\\x07\\x1b[31mforged\\n")')
 # Folder names a student (or an LMS export) can produce; none is a valid student id.
@@ -231,6 +245,10 @@ def write_hostile(folder: Path) -> dict[str, str]:
 
     nbformat.write(_notebook(), place("ctl_honest"))
     hostile = _notebook(MARKUP, (("setup", SURROGATE_PRINT), ("setup", JAIL_FORGERY)))
+    written = [c for c in hostile.cells
+               if c.metadata.get("nbgrader", {}).get("grade_id") == "written_answer"]
+    assert len(written) == 1
+    written[0].source = WRITTEN_HOSTILE
     # Saved under a name that is not UTF-8 and holds an escape sequence: graded anyway.
     nbformat.write(hostile, place("mal_markup", os.fsdecode(b"\xff\x1b[31mwork.ipynb")))
     nbformat.write(_notebook(), place("gus_grader"))
@@ -367,6 +385,51 @@ def test_a_grader_error_is_not_a_score(runs: Runs) -> None:
     assert gus.grader_error is None and gus.score == 12.0, gus.problems
     assert runs.control_cache[0] == runs.control_cache[1], "the rerun regraded a graded one"
     assert "grader error" not in runs.report_again
+
+
+@pytest.mark.slow
+def test_a_hostile_written_answer_is_shown_and_graded_as_text(runs: Runs,
+                                                              tmp_path: Path) -> None:
+    """The hostile written answer waits for its hand grader like any other; its feedback page
+    shows it as text (no script, handler or javascript: URL of the student's, no raw control
+    character); once graded through nbgrader's Gradebook, grades.csv, the report and every
+    export stay free of raw controls and formulas."""
+    import json
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    from autograder.engine import export
+
+    row = runs.first["mal_markup"]
+    assert (row["needs_manual_grade"], row["total"], row["written_answer"]) == ("1", "pending", "")
+    page = (runs.out / "feedback" / "mal_markup" / ASSIGNMENT / f"{ASSIGNMENT}.html"
+            ).read_text("utf-8")
+    assert "Written answer" in page
+    assert not any("owned" in str(part) or "javascript" in str(part) for part in active(page))
+    assert not [ch for ch in page if unicodedata.category(ch) in UNSAFE - {"Cc"}
+                or (unicodedata.category(ch) == "Cc" and ch not in "\n\t\r")]
+    course = tmp_path / "course"
+    shutil.copytree(runs.out, course)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("written_answer", ASSIGNMENT, ASSIGNMENT, "mal_markup")
+        grade.manual_score, grade.needs_manual_grade = 1.0, False
+        gb.db.commit()
+    export.merge(course)
+    with (course / "grades.csv").open(newline="", encoding="utf-8") as fh:
+        graded = {r["student_id"]: r for r in csv.DictReader(fh)}
+    assert (graded["mal_markup"]["manual_score"], graded["mal_markup"]["total"]) == ("1.0",
+                                                                                   "13.0")
+    texts = [(course / "report.txt").read_text("utf-8")]
+    texts += [(course / "exports" / f"{fmt}.csv").read_text("utf-8") for fmt in export.FORMATS]
+    results = course / "exports" / "gradescope" / ASSIGNMENT / "mal_markup" / "results.json"
+    texts.append(results.read_text("utf-8"))
+    assert "Graded by hand." in json.dumps(json.loads(texts[-1]))
+    for text in texts:
+        assert not raw_controls(text.replace("\r", "")), raw_controls(text)
+        assert "owned" not in text and "HYPERLINK(\"http://evil" not in text
+    for row in graded.values():
+        assert all(not str(v).lstrip(" ").startswith(("=", "+", "-", "@")) for v in row.values())
 
 
 # --------------------------------------------------------------------------- the refusal

@@ -196,15 +196,33 @@ def _render_markdown(source: str) -> str:
     return str(markdown2html(source))
 
 
+# Characters that reorder the text around them when it is displayed (Unicode's bidirectional
+# embeddings, overrides and isolates, and the marks): a written answer could make the page show
+# other text than it holds. Other format characters (joiners, soft hyphens) are ordinary text.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` with every control character (but line breaks and tabs), line or paragraph
+    separator and bidirectional control replaced by its Python escape."""
+    return "".join(
+        _escape_char(ch) if ch in _BIDI_CONTROLS or (
+            unicodedata.category(ch) in {"Cc", "Zl", "Zp"} and ch not in "\n\r\t") else ch
+        for ch in text)
+
+
 def sanitize_markdown(source: str) -> str:
     """A student's markdown cell, safe to keep in a notebook and to render.
 
-    Returned unchanged (apart from escaped lone surrogates) when nbconvert's renderer turns it
-    into HTML that :func:`safe_html` leaves as it is; otherwise the whole source is shown as
-    text (a fenced block after a one-line note), so that nothing in it renders as HTML in any
-    viewer, whatever its markdown renderer.
+    Returned unchanged (apart from escaped lone surrogates, control characters and
+    bidirectional controls, which a written answer could use to make the page or a terminal
+    show other text than it holds) when nbconvert's renderer turns it into HTML that
+    :func:`safe_html` leaves as it is; otherwise the whole source is shown as text (a fenced
+    block after a one-line note), so that nothing in it renders as HTML in any viewer, whatever
+    its markdown renderer.
     """
-    text = scrub_surrogates(source)
+    text = _escape_controls(scrub_surrogates(source))
     try:
         rendered = _render_markdown(text)
         unchanged = _shape(safe_html(rendered)) == _shape(rendered)
