@@ -228,3 +228,94 @@ def test_long_cells_show_their_finished_progress_bar(book: Path) -> None:
         unfinished = re.findall(r"^.+:\s+\d{1,2}%\|", outputs, flags=re.MULTILINE)
         assert unfinished == [], f"{chapter.name}: redrawn progress bars {unfinished[:3]}"
         assert "jupyter-widgets" not in chapter.read_text(encoding="utf-8")
+
+
+# Alt text that names a file or a kind of thing instead of saying what the picture shows.
+GENERIC_ALT = {"image", "img", "figure", "fig", "plot", "graph", "chart", "picture", "png",
+               "svg", "jpg", "jpeg", "output", "untitled"}
+FILE_NAME = re.compile(r"(^|/)[\w.-]+\.(png|svg|jpe?g|gif|webp)$", re.IGNORECASE)
+MIN_ALT_WORDS = 6
+
+
+def alt_text_problems(html: str) -> list[str]:
+    """The images of a page whose alt text is missing, empty, a file name, a generic word or
+    shorter than ``MIN_ALT_WORDS`` words: each as ``src: why``."""
+    problems = []
+    for img in BeautifulSoup(html, "html.parser").find_all("img"):
+        alt = " ".join((img.get("alt") or "").split())
+        words = re.findall(r"[\w'\u2019-]+", alt)
+        if not alt:
+            why = "no alt text"
+        elif FILE_NAME.search(alt):
+            why = f"alt text is a file name ({alt[:60]})"
+        elif {w.lower() for w in words} <= GENERIC_ALT:
+            why = f"alt text is a generic word ({alt})"
+        elif len(words) < MIN_ALT_WORDS:
+            why = f"alt text has fewer than {MIN_ALT_WORDS} words ({alt})"
+        else:
+            continue
+        problems.append(f"{img.get('src')}: {why}")
+    return problems
+
+
+def test_alt_text_detector_catches_missing_and_meaningless_alt() -> None:
+    """The detector finds a missing, an empty, a file-name (MyST-NB's default), a generic and a
+    too-short alt text, and accepts one that says what the figure shows."""
+    page = ("<img src='a.png'><img src='b.png' alt=''>"
+            "<img src='c.png' alt='../_images/0a5f78c8.png'><img src='d.png' alt='Figure'>"
+            "<img src='e.png' alt='loss curve'>"
+            "<img src='f.png' alt='Training loss falls steadily while validation loss rises.'>")
+    found = alt_text_problems(page)
+    assert [p.split(":")[0] for p in found] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+
+
+def test_every_image_states_what_it_shows(book: Path) -> None:
+    """Every image on every page of the book has alt text that describes it (at least
+    ``MIN_ALT_WORDS`` words, not a file name or a generic word); chapters set it per figure with
+    the cell option ``mystnb: image: alt:``."""
+    images, problems = 0, []
+    for entry in toc_files():
+        html = (book / f"{entry}.html").read_text(encoding="utf-8")
+        images += len(BeautifulSoup(html, "html.parser").find_all("img"))
+        problems += [f"{entry}: {p}" for p in alt_text_problems(html)]
+    assert images >= 10, f"only {images} images in the book"
+    assert problems == [], "\n".join(problems)
+
+
+def heading_problems(html: str) -> list[str]:
+    """Problems with the heading outline of a page's content (the article; the theme's
+    print-only copy of the title is outside it): not exactly one h1, a heading before the h1,
+    or a heading more than one level below the one before it (an h2 followed by an h4)."""
+    article = BeautifulSoup(html, "html.parser").select_one("article.bd-article")
+    if article is None:
+        return ["no article element"]
+    headings = article.find_all(re.compile(r"^h[1-6]$"))
+    levels = [int(h.name[1]) for h in headings]
+    problems = []
+    if levels.count(1) != 1 or (levels and levels[0] != 1):
+        problems.append(f"expected one h1 first, found levels {levels}")
+    for i in range(1, len(levels)):
+        before, level, heading = levels[i - 1], levels[i], headings[i]
+        if level > before + 1:
+            problems.append(f"h{before} followed by h{level}: "
+                            f"{heading.get_text(' ', strip=True)[:60]}")
+    return problems
+
+
+def test_heading_detector_catches_skipped_levels_and_extra_h1() -> None:
+    ok = "<article class='bd-article'><h1>T</h1><h2>a</h2><h3>b</h3><h2>c</h2></article>"
+    assert heading_problems(ok) == []
+    skipped = "<article class='bd-article'><h1>T</h1><h2>a</h2><h4>b</h4></article>"
+    assert heading_problems(skipped) == ["h2 followed by h4: b"]
+    two = "<article class='bd-article'><h1>T</h1><h1>U</h1></article>"
+    assert len(heading_problems(two)) == 1
+
+
+def test_headings_are_in_order_on_every_page(book: Path) -> None:
+    """On every page of the table of contents the content has one h1, first, and no heading
+    skips a level, so a screen reader's outline of the page is complete."""
+    problems = []
+    for entry in toc_files():
+        html = (book / f"{entry}.html").read_text(encoding="utf-8")
+        problems += [f"{entry}: {p}" for p in heading_problems(html)]
+    assert problems == [], "\n".join(problems)

@@ -1,10 +1,12 @@
 """What readers and students expect on every page, checked in the sources (no build needed):
 chapters open with goals and prerequisites and close with a summary and their exercise; exercises
 open with how to run their tests and how they are graded; every cited paper is in the bibliography
-and every bibliography entry is cited; figures and progress bars are wired into every chapter."""
+and every bibliography entry is cited; figures and progress bars are wired into every chapter, and
+every figure a chapter draws carries alt text."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -203,3 +205,100 @@ def test_figure_audit_sees_figures_shown_with_plt_show_in_a_kernel(tmp_path: Pat
                             resources={"metadata": {"path": str(ROOT)}})
     with pytest.raises(CellExecutionError, match="no title"):
         client.execute()
+
+
+# A chapter cell draws a figure when its own code (outside any function it defines) calls one of
+# these pyplot functions, or calls a function defined in the chapter whose body does.
+DRAWING_CALLS = {"subplots", "subplot_mosaic", "figure", "show", "imshow", "plot"}
+MIN_ALT_WORDS = 6
+
+
+def _draws(node: ast.AST, helpers: set[str]) -> bool:
+    """Whether the code under ``node``, outside the functions it defines, draws a figure."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(child, ast.Call):
+            func = child.func
+            if (isinstance(func, ast.Attribute) and func.attr in DRAWING_CALLS
+                    and isinstance(func.value, ast.Name) and func.value.id == "plt"):
+                return True
+            if isinstance(func, ast.Name) and func.id in helpers:
+                return True
+        if _draws(child, helpers):
+            return True
+    return False
+
+
+def figure_cells_without_alt(text: str) -> list[str]:
+    """The code cells of a MyST chapter (read by MyST-NB's own reader, as the build reads it)
+    that draw a figure but carry no alt text of at least ``MIN_ALT_WORDS`` words in their
+    ``mystnb: image: alt:`` option; each named by its first line."""
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    cells = [c for c in read_myst_markdown_notebook(text).cells if c.cell_type == "code"]
+    trees = [ast.parse(cell.source) for cell in cells]
+    helpers = {node.name for tree in trees for node in ast.walk(tree)
+               if isinstance(node, ast.FunctionDef)
+               and _draws(ast.Module(body=node.body, type_ignores=[]), set())}
+    missing = []
+    for cell, tree in zip(cells, trees, strict=True):
+        if not _draws(tree, helpers):
+            continue
+        alt = ((cell.metadata.get("mystnb") or {}).get("image") or {}).get("alt") or ""
+        if len(str(alt).split()) < MIN_ALT_WORDS:
+            missing.append(cell.source.splitlines()[0])
+    return missing
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_every_figure_cell_has_alt_text(chapter: Path) -> None:
+    """Every chapter cell that draws a figure states what the figure shows in its alt text
+    (``mystnb: image: alt:``, which MyST-NB writes into the ``<img alt>`` of the cell's output);
+    without it a screen reader announces only the image's file name."""
+    assert figure_cells_without_alt(chapter.read_text(encoding="utf-8")) == []
+
+
+def test_alt_text_check_finds_a_figure_cell_without_alt() -> None:
+    """The check is not vacuous: a cell that draws with pyplot and one that calls the chapter's
+    own plotting helper, both without alt text, are found; a cell with alt text, the cell that
+    only defines the helper, and a cell that draws nothing are not."""
+    text = """# T
+
+```{code-cell} ipython3
+import matplotlib.pyplot as plt
+
+def draw_curve(values):
+    fig, ax = plt.subplots()
+    ax.plot(values)
+```
+
+```{code-cell} ipython3
+fig, ax = plt.subplots()
+plt.show()
+```
+
+```{code-cell} ipython3
+---
+mystnb:
+  image:
+    alt: A rising line of accuracy against the epoch, levelling off near the end.
+---
+fig, ax = plt.subplots()
+plt.show()
+```
+
+```{code-cell} ipython3
+draw_curve([1, 2, 3])
+```
+
+```{code-cell} ipython3
+---
+mystnb:
+  image:
+    alt: a plot
+---
+total = sum([1, 2, 3])
+```
+"""
+    assert figure_cells_without_alt(text) == ["fig, ax = plt.subplots()", "draw_curve([1, 2, 3])"]
