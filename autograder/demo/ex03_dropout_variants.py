@@ -309,8 +309,8 @@ FAILED_CELLS: dict[str, set[str]] = {
     "fay_classic_bugs": {
         "test_alpha_visible", "test_alpha_hidden_statistics", "test_locked_visible",
         "test_locked_hidden", "test_dropconnect_visible", "test_dropconnect_hidden",
-        "test_attention_visible", "test_attention_hidden", "test_droppath_visible",
-        "test_droppath_hidden_contract",
+        "test_attention_visible", "test_attention_hidden",
+        "test_droppath_visible", "test_droppath_hidden_contract",
     },
 }
 
