@@ -42,6 +42,12 @@ def answer_code_cells(nb) -> list:
             and c.metadata.get("nbgrader", {}).get("solution")]
 
 
+def is_question(cell) -> bool:
+    """A numeric question's answer cell (Exercise 2, Task 5): its grade id is the variable
+    ``answer_...`` that it assigns; it defines no function or class."""
+    return cell.metadata["nbgrader"]["grade_id"].startswith("answer_")
+
+
 def test_assignments_pair_with_chapters() -> None:
     """Every exercise exNN_topic has a chapter NN_topic, and both folders list the same ones."""
     assert ASSIGNMENTS, "no source notebooks found"
@@ -163,6 +169,12 @@ def test_each_task_starts_with_a_docstring_contract(assignment: str) -> None:
     for cell in answer_code_cells(release_notebook(assignment)):
         tree = ast.parse(cell.source)
         defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+        if is_question(cell):  # the stub sets the variable to None; the comment says what to write
+            name = cell.metadata["nbgrader"]["grade_id"]
+            assert not defs and f"{name} = None\n" in cell.source, name
+            assert "a number, or an expression that computes it" in cell.source, name
+            assert "raise NotImplementedError()" in cell.source
+            continue
         assert defs, f"{cell.metadata['nbgrader']['grade_id']} defines nothing"
         for node in defs:
             doc = ast.get_docstring(node) or ""
@@ -174,11 +186,28 @@ def test_each_task_starts_with_a_docstring_contract(assignment: str) -> None:
 def test_hidden_tests_sit_in_their_own_cells(assignment: str) -> None:
     """Each graded function has one visible test cell and at least one separate hidden one, so a
     student who passes the visible tests earns those points even if a hidden case fails; a hidden
-    cell holds nothing but a comment outside its hidden region."""
-    cells = grade_code_cells(source_notebook(assignment))
+    cell holds nothing but a comment outside its hidden region. A numeric question has one test
+    cell instead (test_<key>_answer, after its answer cell): its visible part only checks that
+    the answer is a number, which earns nothing by itself; its hidden part checks the value."""
+    nb = source_notebook(assignment)
+    questions = {c.metadata["nbgrader"]["grade_id"] for c in answer_code_cells(nb)
+                 if is_question(c)}
+    cells = grade_code_cells(nb)
+    answered = [c for c in cells if c.metadata["nbgrader"]["grade_id"].endswith("_answer")]
+    assert len(answered) == len(questions)
+    for cell in answered:
+        name = "answer_" + cell.metadata["nbgrader"]["grade_id"].removeprefix(
+            "test_").removesuffix("_answer")
+        before, _, rest = cell.source.partition("### BEGIN HIDDEN TESTS")
+        hidden_part, _, after = rest.partition("### END HIDDEN TESTS")
+        assert name in questions
+        assert f"checks.questions.check_real_number({name}, " in before
+        assert f"checks.questions.check_close({name}, answers." in hidden_part
+        assert after.strip().startswith("checks.passed("), after
+    cells = [c for c in cells if c not in answered]
     hidden = [c for c in cells if "BEGIN HIDDEN TESTS" in c.source]
     visible = [c for c in cells if "BEGIN HIDDEN TESTS" not in c.source]
-    n_answers = len(answer_code_cells(source_notebook(assignment)))
+    n_answers = len(answer_code_cells(nb)) - len(questions)
     assert len(visible) == n_answers <= len(hidden)
     for cell in hidden:
         before, _, rest = cell.source.partition("### BEGIN HIDDEN TESTS")

@@ -33,6 +33,7 @@ from course import (
     SOLUTIONS,
     STUDENT_PACKAGE,
     answer_source_lines,
+    answer_values,
     find_leaks,
     readable_text,
     release_notebook,
@@ -246,7 +247,11 @@ def test_the_answer_search_finds_planted_lines(kit_zip: Path, tmp_path: Path) ->
     hidden = next(s for s in sorted(secret_lines()) if s.startswith("checks."))
     (folder / "page.html").write_text(f"<pre><span>{hidden}</span></pre>", encoding="utf-8")
     (folder / "notes.txt").write_text("### BEGIN HIDDEN TESTS\n", encoding="utf-8")
+    # a numeric question's reference value, as a notebook's output would print it
+    value = f"{answer_values()['answer_penalty']:.6f}"
+    (folder / "output.txt").write_text(f"R(w) = {value}\n", encoding="utf-8")
     found = answers_in(folder, GENERIC_LINES)
+    assert f"reference value of answer_penalty: {value}" in found.pop("output.txt")
     assert solution in found[f"{kit.KIT_FOLDER}/{NOTEBOOKS[0]}"]
     assert demo in found["wheel/dropout_course/layers.py"]
     assert hidden in found["page.html"]
