@@ -204,6 +204,7 @@ def test_an_unreadable_frame_is_a_wire_error(text: bytes) -> None:
     ["l", [["l", [["i", 1]]]] * 3], ["d", [[["l", []], ["i", 1]]]],  # an unhashable key
     ["ns", "<f8", ["s", "x"]], ["t", 0, "float32", [10 ** 30], "cpu", False, False],
     ["a", 0, "<f8", [-1]], ["y", 5], ["h", "x", 1, 2], ["sz", [1.5]], 7, [],
+    ["fr", 1, 0], ["fr", 1, -3], ["fr", 1.5, 2], ["fr", True, 2], ["fr", 1], ["fr", "1", 2],
 ])
 def test_a_malformed_value_is_a_wire_error(node: Any) -> None:
     decoder = wire.Decoder([b"12345678"], {}, None)
@@ -213,6 +214,22 @@ def test_a_malformed_value_is_a_wire_error(node: Any) -> None:
         return
     except Exception as err:
         pytest.fail(f"{node!r} raised {type(err).__name__}: {err}")
+
+
+def test_a_fraction_travels_as_plain_data() -> None:
+    """A numeric answer written as a fractions.Fraction (Exercise 2, Task 5) comes back as an
+    equal Fraction, rebuilt by the grader from two ints (a subclass would stay a handle)."""
+    from fractions import Fraction
+
+    class Lying(Fraction):
+        pass
+
+    encoder = wire.Encoder(make_handle=lambda obj: 7)
+    node = encoder.encode([Fraction(27, 28), Fraction(-3), Lying(1, 3)])
+    assert node[1][:2] == [["fr", 27, 28], ["fr", -3, 1]] and node[1][2][0] == "h"
+    decoded = wire.Decoder(encoder.blobs, {}, lambda hid, kind, text: kind).decode(node)
+    assert decoded == [Fraction(27, 28), Fraction(-3), "Lying"]
+    assert type(decoded[0]) is Fraction
 
 
 def _nest(depth: int) -> Any:
