@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from sphinx.errors import ConfigError
 from sphinx.transforms import SphinxTransform
 from sphinx.util.docutils import SphinxDirective
 
-STATIC = Path(__file__).resolve().parent / "static"
+EXT = Path(__file__).resolve().parent
+STATIC = EXT / "static"
 #: The kit, from the book's source folder (the repository root); built by `make student-kit`.
 DEFAULT_KIT = "/_build/student-kit.zip"
 EXERCISE_PAGES = "exercises/"
@@ -177,7 +179,22 @@ def depart_citation(self, node: nodes.citation) -> None:
         self.body.append("</div>\n")
 
 
+def extension_digest(folder: Path = EXT) -> str:
+    """A digest of the book's own extensions and their static files (chapters/_ext)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def setup(app) -> dict[str, Any]:
+    # Sphinx rewrites nothing, and so copies no static file, when no page changed: a changed
+    # course.css, course.js or extension would not reach an already built book. As a config value
+    # that invalidates the environment, its digest makes such a change rebuild every page (the
+    # notebooks come from the execution cache; nothing is executed again).
+    app.add_config_value("course_extension_digest", extension_digest(), "env", [str])
     app.add_config_value("course_links", {"book": "", "repository": ""}, "env", [dict])
     app.add_config_value("course_student_kit", DEFAULT_KIT, "env", [str])
     app.connect("config-inited", _check_config)
