@@ -101,7 +101,10 @@ def real_value(answer: Any, name: str) -> float:
     """
     problem = _problem(answer, name)
     if problem is not None:
-        fail(problem, _HOW.format(name=name) + ", then run that cell again before this test.")
+        start = "replace `raise NotImplementedError()` in the question's cell: " \
+            if answer is None else ""
+        fail(problem, start + _HOW.format(name=name)
+             + ", then run that cell again before this test.")
     return float(_scalar(answer))
 
 
