@@ -232,13 +232,22 @@ def mc_dropout_predict(model, x, n_samples=50):
     return samples.mean(dim=0), samples.std(dim=0)
 '''
 
-_DROPPATH = '''
-def drop_path(x, p=0.0, training=True, generator=None):
-    """timm's recipe: floor(keep + U) is 1 with probability keep, one draw per sample."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
-        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
-    if x.dim() == 0:
-        raise ValueError("drop_path needs x of shape (N, ...)")
+
+def _drop_path(doc: str, body: str) -> str:
+    """A demo drop_path: the validation every version shares, its docstring, then its own body."""
+    return (
+        "\ndef drop_path(x, p=0.0, training=True, generator=None):\n"
+        f'    """{doc}"""\n'
+        "    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):\n"
+        '        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")\n'
+        "    if x.dim() == 0:\n"
+        '        raise ValueError("drop_path needs x of shape (N, ...)")\n'
+        + body
+    )
+
+
+_DROPPATH = _drop_path(
+    "timm's recipe: floor(keep + U) is 1 with probability keep, one draw per sample.", """\
     if not training or p == 0:
         return x
     keep = 1.0 - p
@@ -247,34 +256,24 @@ def drop_path(x, p=0.0, training=True, generator=None):
     shape = (x.shape[0],) + (1,) * (x.dim() - 1)
     noise = keep + torch.rand(shape, generator=generator, device=x.device)
     return x / keep * noise.floor().to(x.dtype)
-'''
+""")
 
-_DROPPATH_ELEMENTWISE = '''
-def drop_path(x, p=0.0, training=True, generator=None):
-    """Drops single elements of the branch (ordinary dropout), not whole samples."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
-        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
-    if x.dim() == 0:
-        raise ValueError("drop_path needs x of shape (N, ...)")
+_DROPPATH_ELEMENTWISE = _drop_path(
+    "Drops single elements of the branch (ordinary dropout), not whole samples.", """\
     if not training or p == 0:
         return x
     keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
     return x * keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
-'''
+""")
 
-_DROPPATH_IN_EVAL = '''
-def drop_path(x, p=0.0, training=True, generator=None):
-    """Forgets `training`: drops branches at test time too."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 <= p <= 1):
-        raise ValueError(f"p = {p!r} is not a probability in [0, 1]")
-    if x.dim() == 0:
-        raise ValueError("drop_path needs x of shape (N, ...)")
+_DROPPATH_IN_EVAL = _drop_path("Forgets `training`: drops branches at test time too.", """\
     if p == 0:
         return x
     shape = (x.shape[0],) + (1,) * (x.dim() - 1)
     keep = torch.rand(shape, generator=generator, device=x.device) >= p
     return x * keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
-'''
+""")
+
 
 STUDENTS: dict[str, dict[str, str | None]] = {
     "dee_correct": {
