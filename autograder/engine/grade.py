@@ -54,6 +54,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -130,6 +131,13 @@ class StudentResult:
     ("pending" in grades.csv and the report) or when there is no submission."""
     weaker: list[str] = field(default_factory=list)
     """The sandbox protections not enforced when this submission was graded."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds by phase: the worker's (:data:`autograder.engine.verify.PHASES`, ``feedback``:
+    writing the autograded notebook and feedback page) and, where measured, ``gradebook``
+    (this submission's share of the gradebook writes). Empty in results saved before."""
+    memory: dict[str, int] = field(default_factory=dict)
+    """Peak memory in bytes: ``sandbox_peak`` (its sandbox's memory cgroup, when there is one),
+    ``worker_peak`` (the grading worker's maximum resident set so far)."""
 
 
 # --------------------------------------------------------------------------- nbgrader plumbing
@@ -463,6 +471,7 @@ def _grade_one(student: str, notebook: str, assignment: str, out: str,
     scratch.mkdir(exist_ok=True)
     outcome = grade_submission(student, Path(notebook), plan, Limits(**limits),
                                _WORKER.get("slot", 0), scratch)
+    began = time.perf_counter()
     if outcome.autograded is not None:
         name = f"{assignment}.ipynb"
         graded = course / "autograded" / student / assignment
@@ -472,6 +481,9 @@ def _grade_one(student: str, notebook: str, assignment: str, out: str,
         feedback.mkdir(parents=True, exist_ok=True)
         (feedback / f"{assignment}.html").write_text(
             _html(feedback_notebook(outcome.autograded)), "utf-8")
+        outcome.phases["feedback"] = time.perf_counter() - began
+    # ru_maxrss is in KiB on Linux: this worker's peak so far (its sandboxes are not counted)
+    outcome.memory["worker_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = asdict(outcome)
     result.pop("autograded")
     return result
@@ -642,14 +654,22 @@ def _not_graded(task: Task, error: str, seconds: float = 0.0,
 
 def _from_outcome(task: Task, data: dict[str, Any]) -> StudentResult:
     if data.get("grader_error"):
-        return _not_graded(task, str(data["grader_error"]), float(data.get("seconds", 0.0)),
-                           list(data.get("problems", [])))
+        return _measured(_not_graded(task, str(data["grader_error"]),
+                                     float(data.get("seconds", 0.0)),
+                                     list(data.get("problems", []))), data)
     result = StudentResult(task.student, assignment=task.assignment,
                            seconds=float(data["seconds"]), digest=task.digest)
     result.problems = [*task.notes, *data["problems"]]
     result.flags = data["flags"]
     result.per_test = dict(data["scores"])
     _merge_flags(result, task.flags)
+    return _measured(result, data)
+
+
+def _measured(result: StudentResult, data: dict[str, Any]) -> StudentResult:
+    """``result`` with the worker's phases and peak memory (absent from an older worker's)."""
+    result.phases = {k: float(v) for k, v in (data.get("phases") or {}).items()}
+    result.memory = {k: int(v) for k, v in (data.get("memory") or {}).items()}
     return result
 
 

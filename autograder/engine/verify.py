@@ -38,6 +38,11 @@ MAX_NOTEBOOK_BYTES = 64 << 20
 TEST_OUTPUT_LIMIT = 64 * 1024
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 FLAG_WORDS = ("malformed", "tampering", "timeout", "memory", "crash", "output", "processes")
+#: The phases of :attr:`Outcome.phases`: ``start`` (the work folder, the sandbox's start and the
+#: course's setup cells: everything before the first student cell), ``student`` (the student's
+#: cells, and the list of their names that follows), ``tests`` (the test cells here, and the
+#: integrity checks after them), ``stop`` (stopping the sandbox). A restart adds to each.
+PHASES = ("start", "student", "tests", "stop")
 
 SUSPICIOUS = [
     (r"get_ipython|IPython|input_transformers|ast_transformers",
@@ -69,6 +74,11 @@ class Outcome:
     seconds: float = 0.0
     autograded: dict[str, Any] | None = None
     grader_error: str | None = None  # set: the grader failed, so this is no score ("not graded")
+    phases: dict[str, float] = field(default_factory=dict)
+    """Where the seconds went (:data:`PHASES`), summed over the sandbox's restarts."""
+    memory: dict[str, int] = field(default_factory=dict)
+    """Peak memory in bytes: ``sandbox_peak`` (the sandbox's memory cgroup, the highest of its
+    restarts; absent without a memory cgroup); the worker adds ``worker_peak``."""
 
     def flag(self, word: str, reason: str) -> None:
         reasons = self.flags.setdefault(word, [])
@@ -256,9 +266,26 @@ class Run:
         self.sandbox: Sandbox | None = None
         self.printed = 0  # characters of cell output kept so far, over every (re)start
         self.builtins: tuple[int, int] | None = None  # (address, version) before student code
+        self._first_student: float | None = None  # when this start's first student cell began
 
     def start(self) -> dict[str, Any]:
         """Start the sandbox, run the cells, and return the names to bind (proxies)."""
+        began = time.perf_counter()
+        self._first_student = None
+        try:
+            return self._start()
+        finally:
+            now = time.perf_counter()
+            split = now if self._first_student is None else self._first_student
+            self.spent("start", split - began)
+            self.spent("student", now - split)
+
+    def spent(self, phase: str, seconds: float) -> None:
+        """Add ``seconds`` to the outcome's ``phase``."""
+        phases = self.outcome.phases
+        phases[phase] = phases.get(phase, 0.0) + max(0.0, seconds)
+
+    def _start(self) -> dict[str, Any]:
         from autograder.engine.remote import Session
 
         workdir = prepare_workdir(self.scratch)
@@ -269,6 +296,8 @@ class Run:
         for index, name, code in self.program.cells:
             if index in self.program.skipped:
                 continue
+            if index >= 0 and self._first_student is None:
+                self._first_student = time.perf_counter()
             try:
                 reply, _ = self.sandbox.request({"op": "cell", "source": code, "name": name},
                                                 timeout=self.limits.cell_seconds)
@@ -393,7 +422,13 @@ class Run:
 
     def stop(self) -> None:
         if self.sandbox is not None:
+            began = time.perf_counter()
             self.sandbox.stop()
+            self.spent("stop", time.perf_counter() - began)
+            peak = getattr(self.sandbox, "peak_memory", None)
+            if isinstance(peak, int):
+                memory = self.outcome.memory
+                memory["sandbox_peak"] = max(peak, memory.get("sandbox_peak", 0))
             if self.sandbox.output_seen > self.limits.output_bytes:
                 self.outcome.flag("output", f"wrote {self.sandbox.output_seen >> 10} KiB of "
                                   "output outside cells (cut)")
@@ -542,8 +577,13 @@ def grade_submission(student: str, notebook: Path, plan: Plan, limits: Limits, s
     try:
         names = _first_start(run)
         if outcome.grader_error is None:
-            results = run_tests(run, plan, outcome, names)
-            run.integrity()
+            began, before = time.perf_counter(), sum(outcome.phases.values())
+            try:
+                results = run_tests(run, plan, outcome, names)
+                run.integrity()
+            finally:  # a restart during the tests counts as start, student and stop
+                run.spent("tests", time.perf_counter() - began
+                          - (sum(outcome.phases.values()) - before))
     except Exception as err:  # a grader bug: no score, and it costs only this submission
         outcome.grader_error = f"grading stopped: {type(err).__name__}: {err}"[:300]
     finally:
