@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 RUFF_ARGS := check --isolated --line-length 100 --target-version py311 \
 	--select E,F,W,I,B,UP,SIM,RUF,PL --ignore PLR0913,PLR0917,PLR2004,PLR0912,PLC0415
 
-.PHONY: help venv book student-kit test test-quick test-browser calibrate test-cuda time-dropout lab release course grade-demo grade benchmark lint clean
+.PHONY: help venv book student-kit test test-quick test-browser calibrate test-cuda time-dropout lab release course grade-demo grade benchmark benchmark-class lint clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (open _build/html/index.html)"
@@ -30,7 +30,8 @@ help:
 	@echo "                 COURSE=course (default; nbgrader's course directory: gradebook, feedback, grades.csv)"
 	@echo "                 A=all: every exercise; STUDENT=id[,id]: regrade only them; GRADE_ARGS=\"--due ...\""
 	@echo "make grade-demo  autograde the demo submissions into _build/grading/"
-	@echo "make benchmark   stock nbgrader vs the sandboxed command, and one full submission's latency"
+	@echo "make benchmark   stock nbgrader vs the sandboxed command, where the time goes, one full submission"
+	@echo "make benchmark-class N=1000 A=ex02_dropout_mechanics  a class of N at --jobs 2 and --jobs 1"
 	@echo "make clean       delete _build/ (book, kit, demo runs); never the course folder (grades)"
 
 venv: $(STAMP)
@@ -102,7 +103,16 @@ grade-demo: $(STAMP)
 	$(BIN)/python -m autograder.demo --out _build/grading/demo
 
 benchmark: $(STAMP)
-	$(BIN)/python -m autograder.engine.benchmark --out _build/grading/benchmark
+	$(BIN)/python -m autograder.engine.benchmark --out _build/grading/benchmark $(BENCH_ARGS)
+
+# A class of N generated submissions of one exercise graded at --jobs JOBS, then at --jobs 1 (the
+# long part; BENCH_ARGS=--skip-jobs1 skips it), scores compared exactly; no stock nbgrader.
+benchmark-class: N ?= 1000
+benchmark-class: A ?= ex02_dropout_mechanics
+benchmark-class: JOBS ?= 2
+benchmark-class: $(STAMP)
+	$(BIN)/python -m autograder.engine.benchmark --class-size $(N) --exercises $(A) \
+		--jobs $(JOBS) --out _build/grading/benchmark-class $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff $(RUFF_ARGS) autograder tests chapters/_ext chapters/_scripts
