@@ -46,6 +46,8 @@ MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
 LOCKED_FLAGS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_NOATIME,
                 2048: MS_NODIRATIME, 4096: MS_RELATIME}
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_DUMPABLE, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
 SANDBOX_HOME = "/home/student"
 INSIDE_UID = INSIDE_GID = 1000
 # What is lost without namespaces: all of it must be allowed for the jail to run without them.
@@ -54,6 +56,10 @@ FILESYSTEM_PROTECTIONS = ("filesystem", "scratch")
 REFUSED = 97
 LIBC = ctypes.CDLL(None, use_errno=True)
 CHANNEL = {"fd": -1}
+#: Set by the zygote (``zygote.py``) in the process it forked for a sandbox: called with the
+#: environment and argv instead of ``execve`` when the config says ``in_process``, to run the
+#: runner already imported there; it never returns.
+IN_PROCESS = {"run": None}
 
 
 class Refused(Exception):
@@ -197,6 +203,23 @@ def set_limits(cfg):
             warn(f"could not set resource limit {which}: {err}")
 
 
+def like_exec():
+    """What ``execve`` of the runner does to this process, done without it (the zygote's warm
+    start runs the runner in this process): every capability set emptied (a process in a user
+    namespace keeps its capabilities there until ``execve``), and dumpable again (the uid
+    change cleared it, ``execve`` sets it back: ``/proc/self`` is the process's own). Checked:
+    a capability left refuses the sandbox."""
+    LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    check(LIBC.capset(header, (ctypes.c_uint32 * 6)()), "dropping capabilities")
+    check(LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("CapInh:", "CapPrm:", "CapEff:", "CapAmb:")) and int(
+                    line.split()[1], 16):
+                raise Refused(f"a capability is left: {line.strip()}")
+
+
 def lifeline():
     """A pipe whose write end only the parent keeps: EOF on the read end means it died."""
     return os.pipe()
@@ -247,7 +270,13 @@ def sandbox_child(cfg, mode, sources, life):
             env.update(HOME=cfg["fallback_home"], TMPDIR=cfg["fallback_home"])
             argv = [cfg["library"] + a[len(SANDBOX_HOME + "/.grader"):]
                     if a.startswith(SANDBOX_HOME + "/.grader") else a for a in argv]
+        in_process = cfg.get("in_process") and IN_PROCESS["run"] is not None
+        if in_process:
+            like_exec()
         say("exec")
+        if in_process:
+            IN_PROCESS["run"](env, argv)
+            os._exit(0)
         os.execve(cfg["python"], argv, env)
     except Refused as err:
         refuse(str(err))
@@ -352,7 +381,11 @@ def run_userns_root(cfg):
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
+    enter(json.loads(sys.argv[1]))
+
+
+def enter(cfg):
+    """Everything after reading the config: wait for "go", build the sandbox, start PID 1."""
     CHANNEL["fd"] = cfg["msg_fd"]
     os.set_inheritable(cfg["msg_fd"], False)  # close-on-exec: the runner never holds it
     os.read(cfg["go_fd"], 1)
@@ -378,11 +411,16 @@ def main():
     start_pid1(cfg, mode, sources)
 
 
-if __name__ == "__main__":
+def guarded(fn, *args):
+    """Run ``fn``; any failure is reported on the channel and ends this process (exit 97)."""
     try:
-        main()
+        fn(*args)
     except SystemExit:
         raise
     except BaseException as exc:
         say("error", text=f"{type(exc).__name__}: {exc}")
         os._exit(REFUSED)
+
+
+if __name__ == "__main__":
+    guarded(main)

@@ -141,6 +141,7 @@ class Session:
         self.callbacks = 0
         self.depth = 0
         self._pending: Any = None
+        self.rng = wire.RngSync()
 
     # ----------------------------------------------------------------- frames
 
@@ -197,7 +198,7 @@ class Session:
              instance_class: type | None = None) -> Any:
         """Run ``target(*args, **kwargs)`` in the sandbox; return the decoded result."""
         self.calls += 1
-        payload = {"args": tuple(args), "kwargs": dict(kwargs), "rng": wire.get_rng(),
+        payload = {"args": tuple(args), "kwargs": dict(kwargs), "rng": self.rng.outgoing(),
                    "self_state": owner._remote_state() if owner is not None else None}
         frame = _Frame()
         stream = io.BytesIO()
@@ -233,7 +234,7 @@ class Session:
                 for change in header.get("sync") or []:
                     _apply_change(change, frame, decoder)
                 frame.apply_reported_modes(header.get("grader_modes"))
-                wire.set_rng(decoder.decode(header["rng"]))
+                self.rng.incoming(decoder.decode(header["rng"]))
                 notes = header.get("notes") or []
                 self.notes += [wire.clean_text(str(n))[:300] for n in notes][:20]
                 error = header.get("error")
@@ -292,7 +293,7 @@ class Session:
                 refused = _refused_forward_inputs(args, kwargs)
             elif name:
                 raise wire.WireError("a callback for a module of something else")
-            wire.set_rng(decoder.decode(header["rng"]))
+            self.rng.incoming(decoder.decode(header["rng"]))
         value, error = None, None
         if refused is not None:
             error = TypeError(refused)
@@ -325,11 +326,12 @@ class Session:
     def _send_result(self, value: Any, error: BaseException | None) -> None:
         frame = self.frames[-1]
         base = self.callbacks * _KEY_STRIDE
+        rng = self.rng.outgoing()  # once: a second dump must not send a delta of the first
         for attempt in (0, 1):
             stream = io.BytesIO()
             dumper = _Dumper(stream, self, frame)
             try:
-                dumper.dump({"value": value if error is None else None, "rng": wire.get_rng()})
+                dumper.dump({"value": value if error is None else None, "rng": rng})
                 break
             except SandboxGone:
                 raise

@@ -83,6 +83,9 @@ class Runner:
         self.baseline = self._integrity_snapshot()
         self.student_started = False
         self.reported: set[str] = set()
+        from autograder.engine.wire import RngSync
+
+        self.rng = RngSync()
 
     # ----------------------------------------------------------------- handles
 
@@ -163,8 +166,6 @@ class Runner:
         import torch
 
         import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
-        from autograder.engine.wire import get_rng, set_rng
-
         data, grad_refs = pickle.loads(blobs[0])
         loader = _Loader(io.BytesIO(data), self)
         payload = loader.load()
@@ -172,7 +173,7 @@ class Runner:
         memo = loader.memo.copy()
         before = _snapshot(memo)
         frame = _CallFrame(memo, before)
-        set_rng(payload["rng"])
+        self.rng.incoming(payload["rng"])
         if payload.get("self_state") is not None:
             _apply_module_state(self.handles[header["target"][1]], payload["self_state"])
         fn = self.target(header["target"])
@@ -192,7 +193,7 @@ class Runner:
             self.frames.pop()
         refs = {id(obj): k for k, obj in memo.items()}
         enc = self.encoder(refs)
-        reply: dict[str, Any] = {"error": error, "rng": enc.encode(get_rng())}
+        reply: dict[str, Any] = {"error": error, "rng": enc.encode(self.rng.outgoing())}
         if error is None:
             reply["result"] = enc.encode(result)
             outputs = _graph_outputs(result)
@@ -223,7 +224,7 @@ class Runner:
         enc = self.encoder()
         header = {"op": "callback", "token": token, "name": name,
                   "modes": wire.grader_modes(token), "grad": torch.is_grad_enabled(),
-                  "rng": enc.encode(wire.get_rng()), "args": enc.encode(list(args)),
+                  "rng": enc.encode(self.rng.outgoing()), "args": enc.encode(list(args)),
                   "kwargs": enc.encode(dict(kwargs))}
         wire.write_frame(REPLIES, header, enc.blobs)
         while True:
@@ -241,7 +242,7 @@ class Runner:
             memo = {int(request["base"]) + k: v for k, v in loader.memo.copy().items()}
             self.frames[-1].memo.update(memo)
             self.frames[-1].before.update(_snapshot(memo))
-        wire.set_rng(payload["rng"])
+        self.rng.incoming(payload["rng"])
         error = request.get("error")
         if error is not None:
             bases = [b for b in error.get("bases", []) if b in ERRORS]

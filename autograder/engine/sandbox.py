@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.engine import wire
+from autograder.engine.zygote import Zygote, ZygoteError
 
 HERE = Path(__file__).resolve().parent
 COURSE_ROOT = HERE.parents[1]
@@ -76,6 +77,9 @@ PUBLIC_LIBRARY = {
     "autograder/engine/__init__.py": HERE / "__init__.py",
     "autograder/engine/wire.py": HERE / "wire.py",
     "autograder/engine/runner.py": HERE / "runner.py",
+    # The warm start (zygote.py) runs from this copy too, with the jail it forks into.
+    "autograder/engine/zygote.py": HERE / "zygote.py",
+    "autograder/engine/jail.py": HERE / "jail.py",
 }
 
 
@@ -96,6 +100,9 @@ class Limits:
     tmp_bytes: int = 256 << 20
     restarts: int = 3
     allow_weaker: tuple[str, ...] = ()
+    warm_start: bool = True
+    """Fork the sandbox from this process's zygote (:func:`warm_zygote`) instead of starting
+    a new interpreter; the protections are the same either way."""
 
 
 class SandboxGone(Exception):
@@ -349,6 +356,74 @@ def claim_uid() -> int:
 
 # --------------------------------------------------------------------------- the sandbox
 
+def sandbox_env() -> dict[str, str]:
+    """The environment of the code in a sandbox (and of the zygote, which imports for it)."""
+    env = {"PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": SANDBOX_HOME,
+           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": "/tmp",
+           "MPLCONFIGDIR": "/tmp/matplotlib", "XDG_CACHE_HOME": "/tmp/cache",
+           "PYTHONHASHSEED": "0"}
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+@dataclass
+class WarmStart:
+    """This process's zygote and the public library it runs from (bound read-only into each
+    sandbox at its own path, where the zygote's modules were imported from; the sandbox's
+    ``.grader`` stays its own copy, as on a cold start)."""
+
+    zygote: Zygote
+    library: str
+    folder: Path
+
+
+_WARM: dict[str, WarmStart] = {}
+_WARM_LOCK = threading.Lock()
+
+
+def warm_zygote(wait: bool = True) -> WarmStart:
+    """This process's zygote, started on first use (and again if it died). ``wait=False``
+    returns at once, the zygote still importing (a worker starts it while it loads)."""
+    with _WARM_LOCK:
+        warm = _WARM.get("zygote")
+        if warm is not None and not warm.zygote.alive():
+            stop_zygote()
+            warm = None
+        if warm is None:
+            folder = Path(tempfile.mkdtemp(prefix="dropout-zygote-"))
+            os.chmod(folder, 0o755)
+            library = prepare_workdir(folder) / ".grader"
+            zygote = Zygote(sys.executable, str(library / "autograder" / "engine" / "zygote.py"),
+                            sandbox_env())
+            warm = _WARM["zygote"] = WarmStart(zygote, str(library), folder)
+            if len(_WARM) == 1 and "atexit" not in _WARM_HOOKS:
+                import atexit
+
+                atexit.register(stop_zygote)
+                _WARM_HOOKS.add("atexit")
+    if wait:
+        try:
+            warm.zygote.ready()
+        except ZygoteError:
+            stop_zygote()
+            raise
+    return warm
+
+
+_WARM_HOOKS: set[str] = set()
+
+
+def stop_zygote() -> None:
+    """End this process's zygote and remove its library copy (nothing if there is none)."""
+    warm = _WARM.pop("zygote", None)
+    if warm is not None:
+        warm.zygote.close()
+        shutil.rmtree(warm.folder, ignore_errors=True)
+
+
 class Sandbox:
     """One running sandbox: start it, send requests, read replies, kill it.
 
@@ -381,6 +456,9 @@ class Sandbox:
         self.gone: SandboxGone | None = None
         self.requests = 0
         self.stopped = False
+        self.peak_memory: int | None = None
+        """The memory cgroup's high-water mark in bytes (read when the sandbox stops), or None
+        where no memory cgroup was used."""
         self.req_w = self.rep_r = -1
         self._records = threading.Condition()
         self._channel_closed = False
@@ -413,11 +491,13 @@ class Sandbox:
                     self.warnings.append(f"the fallback home is not the sandbox uid's: {err}")
             self._make_cgroups()
             cfg = self._config(go_r, req_r, rep_w, msg_w)
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(HERE / "jail.py"), json.dumps(cfg)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(go_r, req_r, rep_w, msg_w), start_new_session=True,
-            )
+            self.proc = self._warm_start(cfg, go_r, req_r, rep_w, msg_w)
+            if self.proc is None:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-I", str(HERE / "jail.py"), json.dumps(cfg)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    pass_fds=(go_r, req_r, rep_w, msg_w), start_new_session=True,
+                )
         except OSError as err:
             for fd in (go_r, go_w, req_r, rep_w, msg_r, msg_w):
                 os.close(fd)
@@ -441,16 +521,29 @@ class Sandbox:
         os.set_blocking(self.rep_r, False)
         self._wait_for_exec()
 
+    def _warm_start(self, cfg: dict[str, Any], go_r: int, req_r: int, rep_w: int,
+                    msg_w: int) -> Any:
+        """The jail process forked by this process's zygote (a :class:`zygote.Child`), or None
+        for a cold start: warm starts turned off, or a zygote that cannot serve (said in
+        :attr:`warnings`). The runner then runs in the forked process; a trusted program in
+        its place (the self-test's probe) is exec'd there, after the same jail."""
+        if not self.limits.warm_start:
+            return None
+        cold_binds = list(cfg["ro_binds"])
+        try:
+            warm = warm_zygote()
+            # Where the zygote imported its modules from: bound read-only at the same path.
+            cfg.update(in_process=self.command is None, ro_binds=[*cold_binds, warm.library])
+            return warm.zygote.spawn(cfg, {"go_fd": go_r, "req_r": req_r, "rep_w": rep_w,
+                                           "msg_fd": msg_w})
+        except (ZygoteError, OSError) as err:
+            self.warnings.append(f"started cold: {err}")
+            cfg.update(in_process=False, ro_binds=cold_binds)
+            return None
+
     def _config(self, go_fd: int, req_r: int, rep_w: int, msg_w: int) -> dict[str, Any]:
         prefixes = {sys.base_prefix, sys.prefix, str(Path(sys.executable).resolve().parents[1])}
-        env = {"PATH": f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": SANDBOX_HOME,
-               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": "/tmp",
-               "MPLCONFIGDIR": "/tmp/matplotlib", "XDG_CACHE_HOME": "/tmp/cache",
-               "PYTHONHASHSEED": "0"}
-        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
-            if name in os.environ:
-                env[name] = os.environ[name]
+        env = sandbox_env()
         gpu = _gpu_devices()
         memory_cgroup = "memory" in self.cgroup_limits
         return {
@@ -659,6 +752,7 @@ class Sandbox:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=2)
         self.leftovers_after_stop = sorted(self._members())
+        self.peak_memory = self._read_peak_memory()
         for group in self.cgroups:
             self._empty_cgroup(group)
         if self.cgroup2 is not None:
@@ -669,6 +763,19 @@ class Sandbox:
         for reader in self.readers:
             reader.join(timeout=2)
         shutil.rmtree(getattr(self, "scratch", ""), ignore_errors=True)
+
+    def _read_peak_memory(self) -> int | None:
+        """The memory group's peak usage (v1 ``memory.max_usage_in_bytes``, v2
+        ``memory.peak``), read before the group is removed; None where there is none."""
+        files = []
+        if "memory" in self._v1_groups:
+            files.append(self._v1_groups["memory"] / "memory.max_usage_in_bytes")
+        if self.cgroup2 is not None:
+            files.append(self.cgroup2.path / "memory.peak")
+        for file in files:
+            with contextlib.suppress(OSError, ValueError):
+                return int(file.read_text())
+        return None
 
     @staticmethod
     def _empty_cgroup(group: Path) -> None:
