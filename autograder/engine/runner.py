@@ -86,6 +86,9 @@ class Runner:
         from autograder.engine.wire import RngSync
 
         self.rng = RngSync()
+        # What the grader's mirror of each module holds, as far as this side knows: the state
+        # last sent to it or received from it (see _module_states).
+        self.told: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- handles
 
@@ -97,10 +100,20 @@ class Runner:
             self.handle_ids[id(obj)] = hid
         return hid
 
-    def encoder(self, refs: dict[int, int] | None = None) -> Any:
+    def encoder(self, refs: dict[int, int] | None = None,
+                referenced: set[int] | None = None) -> Any:
+        """An encoder whose handles are this runner's; ``referenced`` collects their numbers."""
         from autograder.engine.wire import Encoder
 
-        return Encoder(refs, self.handle)
+        if referenced is None:
+            return Encoder(refs, self.handle)
+
+        def make_handle(obj: Any) -> int:
+            hid = self.handle(obj)
+            referenced.add(hid)
+            return hid
+
+        return Encoder(refs, make_handle)
 
     # ----------------------------------------------------------------- cells
 
@@ -175,7 +188,7 @@ class Runner:
         frame = _CallFrame(memo, before)
         self.rng.incoming(payload["rng"])
         if payload.get("self_state") is not None:
-            _apply_module_state(self.handles[header["target"][1]], payload["self_state"])
+            self.apply_state(header["target"][1], payload["self_state"])
         fn = self.target(header["target"])
         grad_inputs = [memo[k] for k in grad_refs]
         owner = self.handles.get(header["target"][1]) if header["target"][0] == "h" else None
@@ -192,7 +205,8 @@ class Runner:
         finally:
             self.frames.pop()
         refs = {id(obj): k for k, obj in memo.items()}
-        enc = self.encoder(refs)
+        referenced: set[int] = set()
+        enc = self.encoder(refs, referenced)
         reply: dict[str, Any] = {"error": error, "rng": enc.encode(self.rng.outgoing())}
         if error is None:
             reply["result"] = enc.encode(result)
@@ -204,7 +218,7 @@ class Runner:
                     self.graphs.popitem(last=False)
                 reply["graph"] = cid
         reply["sync"] = _changes(memo, before, enc)
-        reply["modules"] = self._module_states(enc)
+        reply["modules"] = self._module_states(enc, referenced)
         reply["notes"] = enc.notes
         # Every copy's flag, always: the grader refuses a reply that leaves one out.
         tokens = sorted({t for t, _, _ in wire.GRADER_MODULES})
@@ -268,11 +282,26 @@ class Runner:
         except BaseException as exc:
             return {"error": _describe_error(exc, "")}, enc.blobs
 
-    def _module_states(self, enc: Any) -> dict[str, Any]:
+    def _module_states(self, enc: Any, referenced: set[int]) -> dict[str, Any]:
+        """The state of each module the grader may mirror that differs from what its mirror
+        holds (:attr:`told`), and of each module this reply names (the grader makes its mirror
+        from it). Unchanged modules are left out: sending every module's parameters with every
+        reply cost megabytes a call once a check had made a few models."""
         import torch
 
-        return {str(hid): _describe_module(obj, enc) for hid, obj in self.handles.items()
-                if isinstance(obj, torch.nn.Module)}
+        states = {}
+        for hid, obj in self.handles.items():
+            if isinstance(obj, torch.nn.Module) and (
+                    hid in referenced or not _matches(obj, self.told.get(hid))):
+                states[str(hid)] = _describe_module(obj, enc)
+                self.told[hid] = _fingerprint(obj)
+        return states
+
+    def apply_state(self, hid: int, state: dict[str, Any]) -> None:
+        """Make module ``hid`` match the grader's mirror, which then holds what it holds."""
+        module = self.handles[hid]
+        _apply_module_state(module, state)
+        self.told[hid] = _fingerprint(module)
 
     # ----------------------------------------------------------------- integrity
 
@@ -377,7 +406,7 @@ class _Loader(pickle.Unpickler):
         _tag, hid, state = pid
         obj = self.runner.handles[hid]
         if state is not None:
-            _apply_module_state(obj, state)
+            self.runner.apply_state(hid, state)
         return obj
 
 
@@ -423,6 +452,68 @@ def _describe_module(module: Any, enc: Any) -> dict[str, Any]:
                   if not k.startswith("_") and type(v) in plain and k != "training"],
         "repr": text[:4000],
     }
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _module_view(module: Any) -> dict[str, Any]:
+    """What :func:`_describe_module` sends, as live objects (tensors not copied)."""
+    try:
+        text = repr(module)
+    except Exception as exc:
+        text = f"<repr failed: {type(exc).__name__}>"
+    named = list(module.named_modules())
+    return {
+        "modes": [(n, bool(m.training)) for n, m in named],
+        "params": [(f"{n}.{k}" if n else k, v) for n, m in named
+                   for k, v in m._parameters.items()],
+        "buffers": [(f"{n}.{k}" if n else k, v) for n, m in named
+                    for k, v in m._buffers.items() if v is not None],
+        "attrs": [(k, v) for k, v in vars(module).items()
+                  if not k.startswith("_") and type(v) in _PLAIN and k != "training"],
+        "repr": text[:4000],
+    }
+
+
+def _fingerprint(module: Any) -> dict[str, Any]:
+    """:func:`_module_view` with each tensor copied (kept to compare with later)."""
+    view = _module_view(module)
+    for key in ("params", "buffers"):
+        view[key] = [(name, None if v is None else (v.detach().clone(), bool(v.requires_grad),
+                                                    type(v)))
+                     for name, v in view[key]]
+    return view
+
+
+def _matches(module: Any, told: dict[str, Any] | None) -> bool:
+    """Whether ``module`` is still what the fingerprint ``told`` recorded (values compared:
+    a change through ``.data`` or a NumPy view leaves no version count)."""
+    if told is None:
+        return False
+    now = _module_view(module)
+    if now["modes"] != told["modes"] or now["repr"] != told["repr"] or len(
+            now["attrs"]) != len(told["attrs"]) or any(
+            k != k2 or not _same(v, v2) for (k, v), (k2, v2) in zip(
+                now["attrs"], told["attrs"], strict=True)):
+        return False
+    for key in ("params", "buffers"):
+        if len(now[key]) != len(told[key]):
+            return False
+        for (name, value), (was_name, was) in zip(now[key], told[key], strict=True):
+            if name != was_name or (value is None) != (was is None):
+                return False
+            if value is not None and not _same_tensor(value, *was):
+                return False
+    return True
+
+
+def _same_tensor(value: Any, was: Any, requires_grad: bool, cls: type) -> bool:
+    import torch
+
+    return type(value) is cls and bool(value.requires_grad) == requires_grad and \
+        value.dtype == was.dtype and value.shape == was.shape and \
+        value.device == was.device and torch.equal(value.detach(), was)
 
 
 def _graph_outputs(result: Any) -> list[Any]:

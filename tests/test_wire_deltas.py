@@ -1,6 +1,10 @@
-"""The random state crosses the wire as deltas (``wire.RngSync``), with the effect of sending
-the whole state with every message: a seed set on one side governs the code on the other, a
-draw on one side advances the other, and a draw between messages (a cell) is undone."""
+"""What crosses the wire as deltas has the effect of sending it whole every time.
+
+* The random state (``wire.RngSync``): a seed set on one side governs the code on the other, a
+  draw on one side advances the other, and a draw between messages (a cell) is undone.
+* The states of the student's modules (``runner.Runner._module_states``): a reply carries a
+  module only when it differs from the grader's mirror (however it was changed: in place, through
+  ``.data`` or a NumPy view, its mode, an attribute) or when the reply names it."""
 
 from __future__ import annotations
 
@@ -64,6 +68,25 @@ def session(tmp_path: Path) -> Iterator[Any]:
 import random, numpy, torch
 def draw():
     return torch.rand(3), float(numpy.random.rand()), random.random()
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.scale = 1.0
+    def forward(self, x):
+        return self.lin(x) * self.scale
+NETS = []
+def make():
+    NETS.append(Net())
+    return NETS[-1]
+def noop():
+    return 1
+def bump_through_numpy():
+    NETS[0].lin.weight.detach().numpy()[...] += 1.0
+def set_mode(flag):
+    NETS[0].train(flag)
+def set_scale(value):
+    NETS[0].scale = value
 '''
         reply, _ = sandbox.request({"op": "cell", "source": code, "name": "<cell 1>"})
         assert reply["error"] is None, reply
@@ -103,3 +126,36 @@ def test_the_sandbox_draws_the_grader_sequence_across_calls_and_cells(session: A
     after = _local_draws(1)[0]  # and the grader continues after the sandbox's last draw
     _seed(11)
     assert torch.equal(_local_draws(5)[4][0], after[0])
+
+
+@pytest.mark.slow
+def test_a_module_is_sent_when_it_changed_or_is_named(session: Any) -> None:
+    sent: list[set[str]] = []
+    update = session._update_mirrors
+
+    def record(modules: dict[str, Any], decoder: Any) -> None:
+        sent.append(set(modules))
+        update(modules, decoder)
+
+    session._update_mirrors = record
+    net = session.fn("make")()
+    key = str(net._remote_hid)
+    assert sent[-1] == {key}  # named by the reply: the mirror is made from it
+    session.fn("noop")()
+    assert sent[-1] == set()  # nothing changed: nothing sent
+    before = net.lin.weight.detach().clone()
+    session.fn("bump_through_numpy")()
+    assert sent[-1] == {key} and torch.equal(net.lin.weight.detach(), before + 1)
+    session.fn("set_mode")(False)
+    assert sent[-1] == {key} and not net.training and not net.lin.training
+    session.fn("set_scale")(2.5)
+    assert sent[-1] == {key} and net.scale == 2.5
+    session.fn("noop")()
+    assert sent[-1] == set()
+    # The grader's own change reaches the sandbox with the call, and is not sent back.
+    with torch.no_grad():
+        net.lin.weight.zero_()
+        net.lin.bias.fill_(1.0)
+    assert torch.equal(net(torch.ones(1, 3)), torch.full((1, 2), 2.5))
+    session.fn("noop")()
+    assert sent[-1] == set() and torch.equal(net.lin.bias.detach(), torch.ones(2))
