@@ -763,10 +763,11 @@ _MC_HINT = ("do not use model.train(): it also puts BatchNorm in training mode. 
 def _predict(fn: Callable[..., Any], model: torch.nn.Module, x: torch.Tensor, n_samples: int,
              where: str) -> tuple[torch.Tensor, torch.Tensor]:
     result = run_student(fn, model, x, n_samples=n_samples)
-    expect(isinstance(result, tuple) and len(result) == 2
-           and all(isinstance(t, torch.Tensor) for t in result),
-           f"{where} returned {short_repr(result)}; expected a tuple (mean, std) of tensors",
-           "end with `return mean, std`.")
+    if not (isinstance(result, tuple) and len(result) == 2
+            and all(isinstance(t, torch.Tensor) for t in result)):
+        # the message is built only on failure: the repr of the tensors costs more than the call
+        fail(f"{where} returned {short_repr(result)}; expected a tuple (mean, std) of tensors",
+             "end with `return mean, std`.")
     return result
 
 

@@ -315,18 +315,19 @@ def _eval_data(model: torch.nn.Module, n: int, device: torch.device, dtype: torc
 def _evaluate(fn: Callable[..., Any], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
               batch_size: int, where: str) -> tuple[float, torch.Tensor]:
     result = run_student(fn, model, x, y, batch_size=batch_size)
-    expect(isinstance(result, tuple) and len(result) == 2,
-           f"{where} returned {short_repr(result)}; expected a tuple (accuracy, predictions)",
-           "end with `return accuracy, predictions`.")
+    # Each message is built only on failure: the repr of a tensor costs more than the call.
+    if not (isinstance(result, tuple) and len(result) == 2):
+        fail(f"{where} returned {short_repr(result)}; expected a tuple (accuracy, predictions)",
+             "end with `return accuracy, predictions`.")
     accuracy, predictions = result
     expect(isinstance(accuracy, float) and not isinstance(accuracy, bool),
            f"{where}: accuracy is {short_repr(accuracy)} (a {type(accuracy).__name__}), not a "
            "Python float", "convert with .item() or float(...).")
-    expect(isinstance(predictions, torch.Tensor) and predictions.dtype == torch.int64
-           and predictions.shape == (len(x),),
-           f"{where}: predictions are {short_repr(predictions)}; expected an int64 tensor of "
-           f"shape ({len(x)},)", "predictions = model(batch).argmax(dim=1), concatenated "
-           "over the batches with torch.cat.")
+    if not (isinstance(predictions, torch.Tensor) and predictions.dtype == torch.int64
+            and predictions.shape == (len(x),)):
+        fail(f"{where}: predictions are {short_repr(predictions)}; expected an int64 tensor of "
+             f"shape ({len(x)},)", "predictions = model(batch).argmax(dim=1), concatenated "
+             "over the batches with torch.cat.")
     expect(predictions.device == x.device,
            f"{where}: predictions are on {predictions.device}, the inputs on {x.device}",
            "keep the predictions on the inputs' device (no .cpu()).")
