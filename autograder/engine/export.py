@@ -189,6 +189,32 @@ def read_submission(gb: Any, assignment: str, student: str) -> Submission | None
         sub = gb.find_submission(assignment, student)
     except MissingEntry:
         return None
+    return _submission(sub, assignment, student)
+
+
+def read_submissions(gb: Any) -> dict[tuple[str, str], Submission]:
+    """Every submission in the gradebook, by (assignment, student): what
+    :func:`read_submission` gives for each, read at once (its notebooks, grades, cells and
+    maximum points loaded with the submissions, not one query per attribute of each cell)."""
+    from nbgrader.api import Assignment, Grade, SubmittedAssignment, SubmittedNotebook
+    from sqlalchemy.orm import joinedload, selectinload, undefer
+
+    query = gb.db.query(SubmittedAssignment).options(
+        joinedload(SubmittedAssignment.assignment).undefer(Assignment.max_score),
+        joinedload(SubmittedAssignment.student),
+        selectinload(SubmittedAssignment.notebooks).options(
+            joinedload(SubmittedNotebook.notebook),
+            selectinload(SubmittedNotebook.grades).options(
+                joinedload(Grade.cell), undefer(Grade.max_score))))
+    found = {}
+    for sub in query:
+        key = (str(sub.assignment.name), str(sub.student.id))
+        found[key] = _submission(sub, *key)
+    return found
+
+
+def _submission(sub: Any, assignment: str, student: str) -> Submission:
+    """:class:`Submission` of nbgrader's ``SubmittedAssignment`` ``sub``."""
     cells, penalty = [], 0.0
     for nb in sub.notebooks:
         penalty += float(nb.late_submission_penalty or 0.0)
@@ -240,11 +266,12 @@ def _display_name(student: Any) -> str:
 
 
 def lms_rows(gb: Any, fmt: str = "canvas", id_column: str = "id",
-             include_pending: bool = False, assignments: Iterable[str] | None = None
-             ) -> LmsExport:
+             include_pending: bool = False, assignments: Iterable[str] | None = None,
+             submissions: dict[tuple[str, str], Submission] | None = None) -> LmsExport:
     """The LMS import table of the whole class (see the module's docstring for the layouts):
     one row per student, one column per assignment with the final points (blank: missing, or
-    pending unless ``include_pending``). Text cells are already :func:`csv_cell`-escaped."""
+    pending unless ``include_pending``). Text cells are already :func:`csv_cell`-escaped.
+    ``submissions``: :func:`read_submissions` of ``gb``, when already read."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     if id_column not in ID_COLUMNS:
@@ -259,13 +286,15 @@ def lms_rows(gb: Any, fmt: str = "canvas", id_column: str = "id",
         header = ["First name", "Last name", MOODLE_ID[id_column], *names]
         rows = [header]
     export = LmsExport(rows)
+    if submissions is None:
+        submissions = read_submissions(gb)
     for student in sorted(gb.students, key=lambda s: str(s.id)):
         ident = _student_id(student, id_column)
         if ident is None:
             export.no_id.append(str(student.id))
         points: list[object] = []
         for assignment in names:
-            sub = read_submission(gb, assignment, student.id)
+            sub = submissions.get((assignment, str(student.id)))
             if sub is None:
                 points.append(None)
             elif sub.pending and not include_pending:
@@ -290,6 +319,12 @@ def write_lms(course: Path, fmt: str = "canvas", id_column: str = "id",
     ``warn`` about every submission left blank because it waits for hand grading."""
     with open_gradebook(course, db_url) as gb:
         export = lms_rows(gb, fmt, id_column, include_pending)
+    return _write_lms(course, fmt, id_column, export, out, warn)
+
+
+def _write_lms(course: Path, fmt: str, id_column: str, export: LmsExport,
+               out: Path | str | None, warn: Any) -> LmsExport:
+    """:func:`write_lms`'s file and warnings, for ``export`` (:func:`lms_rows`)."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(export.rows)
     if str(out) == "-":
@@ -466,26 +501,36 @@ def write_gradescope(course: Path, out: Path | None = None, db_url: str | None =
                      warn: Any = sys.stderr) -> list[Path]:
     """Write ``OUT/<assignment>/<student>/results.json`` (default OUT:
     ``DIR/exports/gradescope``) for every submission in the gradebook; return the paths."""
+    with open_gradebook(course, db_url) as gb:
+        return _write_gradescope(course, gb, out, warn)
+
+
+def _write_gradescope(course: Path, gb: Any, out: Path | None, warn: Any,
+                      submissions: dict[tuple[str, str], Submission] | None = None
+                      ) -> list[Path]:
+    """:func:`write_gradescope` from the open gradebook ``gb`` (``submissions``: its
+    :func:`read_submissions`, when already read)."""
     out = Path(out) if out else course / "exports" / "gradescope"
     written = []
-    with open_gradebook(course, db_url) as gb:
-        for assignment in _assignments(gb, None):
-            info = source_info(course, assignment)
-            for student in sorted(str(s.id) for s in gb.students):
-                sub = read_submission(gb, assignment, student)
-                if sub is None:
-                    continue
-                if not (_SAFE_NAME.match(student) and _SAFE_NAME.match(assignment)):
-                    if warn is not None:
-                        print(f"warning: gradescope: {terminal_text(student)}/"
-                              f"{terminal_text(assignment)} skipped (not a safe folder name)",
-                              file=warn)
-                    continue
-                path = out / assignment / student / "results.json"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(gradescope_results(course, sub, info), indent=1,
-                                           ensure_ascii=True), "utf-8")
-                written.append(path)
+    if submissions is None:
+        submissions = read_submissions(gb)
+    for assignment in _assignments(gb, None):
+        info = source_info(course, assignment)
+        for student in sorted(str(s.id) for s in gb.students):
+            sub = submissions.get((assignment, student))
+            if sub is None:
+                continue
+            if not (_SAFE_NAME.match(student) and _SAFE_NAME.match(assignment)):
+                if warn is not None:
+                    print(f"warning: gradescope: {terminal_text(student)}/"
+                          f"{terminal_text(assignment)} skipped (not a safe folder name)",
+                          file=warn)
+                continue
+            path = out / assignment / student / "results.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(gradescope_results(course, sub, info), indent=1,
+                                       ensure_ascii=True), "utf-8")
+            written.append(path)
     return written
 
 
@@ -507,9 +552,13 @@ def write_default_exports(course: Path, db_url: str | None = None,
                           include_pending: bool = False, warn: Any = sys.stderr) -> None:
     """``DIR/exports/canvas.csv``, ``DIR/exports/moodle.csv`` (id column: nbgrader's student
     id) and ``DIR/exports/gradescope/``."""
-    for fmt in FORMATS:
-        write_lms(course, fmt, "id", None, db_url, include_pending, warn)
-    write_gradescope(course, None, db_url, warn)
+    with open_gradebook(course, db_url) as gb:
+        submissions = read_submissions(gb)  # read once for the three
+        exports = {fmt: lms_rows(gb, fmt, "id", include_pending, submissions=submissions)
+                   for fmt in FORMATS}
+        for fmt in FORMATS:
+            _write_lms(course, fmt, "id", exports[fmt], None, warn)
+        _write_gradescope(course, gb, None, warn, submissions)
 
 
 def main(argv: list[str] | None = None) -> int:

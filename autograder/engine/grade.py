@@ -4,7 +4,7 @@ Usage::
 
     python -m autograder.engine.grade ASSIGNMENT[,ASSIGNMENT...]|all SUBMISSIONS [--course DIR]
         [--student ID[,ID]] [--due ISO8601] [--shard K/N] [--jobs N] [--db-url URL]
-        [--allow-weaker-sandbox NAME[,NAME]|all]
+        [--allow-weaker-sandbox NAME[,NAME]|all] [--recheck-sandbox]
 
 ``SUBMISSIONS`` is nbgrader's layout (``<student>/<ASSIGNMENT>/*.ipynb``, with nbgrader's
 ``timestamp.txt`` and ``submission_secret.txt`` when ``nbgrader collect`` made it), or, for one
@@ -34,11 +34,14 @@ is not graded twice; ``--force`` regrades all; scores a hand grader set are alwa
 A grader failure is never a student's score. Before anything else the sandbox's self-test
 measures each protection; if one it promises is lost, the command refuses (exit status
 ``EXIT_REFUSED``, nothing written) unless ``--allow-weaker-sandbox`` names it, and then the
-report says so on every student's line. A submission the grader failed on (its sandbox could
-not start, or its worker raised) is "not graded": no gradebook score, no cached result (a
-rerun retries it), shown so in grades.csv and report.txt; the command then ends with
-``EXIT_NOT_GRADED``. Every string a submission controls (names, messages) is written escaped
-(``autograder/engine/untrusted.py``) and the feedback HTML is sanitised.
+report says so on every student's line. Its measurement of the host is kept in the course
+folder for a few minutes and reused while nothing it depends on has changed
+(``autograder/engine/selftest_cache.py``; ``--recheck-sandbox`` measures again). A submission
+the grader failed on (its sandbox could not start, or its worker raised) is "not graded": no
+gradebook score, no cached result (a rerun retries it), shown so in grades.csv and
+report.txt; the command then ends with ``EXIT_NOT_GRADED``. Every string a submission
+controls (names, messages) is written escaped (``autograder/engine/untrusted.py``) and the
+feedback HTML is sanitised.
 """
 
 from __future__ import annotations
@@ -306,6 +309,13 @@ def prepare_course(out: Path, assignments: str | list[str], db_url: str | None =
 
     A folder this command did not create is never touched; one it created is reused, so that an
     interrupted run resumes.
+
+    An assignment released before from the same source, with the same configuration, whose
+    copies in ``solutions/`` and ``exercises/`` and whose rows in the gradebook are still the
+    ones that release made (digests recorded in :data:`PREPARED`: :func:`_release_inputs`,
+    :func:`_release_outputs`, :func:`_gradebook_rows`), is not generated again:
+    ``generate_assignment --force`` would write the same files and rows. Anything else (a new
+    source or configuration, a file or row changed or removed since) is generated as before.
     """
     names = [assignments] if isinstance(assignments, str) else list(assignments)
     sources = {a: _source(a) for a in names}
@@ -313,17 +323,171 @@ def prepare_course(out: Path, assignments: str | list[str], db_url: str | None =
     if not (out / "nbgrader_config.py").is_file():
         write_course_config(out, db_url)
     with _prepare_lock(out, db_url):
-        for assignment, source in sources.items():
+        prepared = _read_prepared(out)
+        inputs = {a: _release_inputs(out, sources[a], db_url) for a in names}
+        stale = [a for a in names if prepared.get(a, {}).get("inputs") != inputs[a]
+                 or prepared[a].get("outputs") != _release_outputs(out, a)]
+        fresh = [a for a in names if a not in stale]
+        if fresh:  # their files are as released: are their gradebook rows too?
+            rows = _gradebook_rows(out, db_url, fresh)
+            stale += [a for a in fresh if prepared[a].get("gradebook") != rows[a]]
+        if not stale:
+            return
+        stale = [a for a in names if a in stale]
+        for assignment in stale:
+            prepared.pop(assignment, None)
             target = out / "solutions" / assignment
             if target.exists():
                 shutil.rmtree(target)
-            shutil.copytree(source.parent, target)
+            shutil.copytree(sources[assignment].parent, target)
+        _write_prepared(out, prepared)  # what is being regenerated is not prepared meanwhile
         api = nbgrader_api(out, db_url)
-        for assignment in names:
+        for assignment in stale:
             outcome = api.generate_assignment(assignment, force=True)
             if not outcome["success"]:
                 raise RuntimeError(f"generate_assignment {assignment} failed:\n"
                                    f"{(outcome.get('error') or outcome.get('log') or '')[-4000:]}")
+        rows = _gradebook_rows(out, db_url, stale)
+        for assignment in stale:
+            prepared[assignment] = {"inputs": inputs[assignment], "gradebook": rows[assignment],
+                                    "outputs": _release_outputs(out, assignment)}
+        _write_prepared(out, prepared)
+
+
+PREPARED = ".prepared.json"
+"""The course folder's record of each assignment's release (:func:`prepare_course`): digests of
+what it was made from, of the files it wrote and of its rows in the gradebook."""
+_PREPARED_FORMAT = 1
+
+
+def _tree_digest(folder: Path) -> str:
+    """SHA-256 over every file under ``folder`` (relative names, link targets and bytes);
+    the digest of nothing when it does not exist."""
+    digest = hashlib.sha256()
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogatepass") + b"\0")
+            if path.is_symlink():
+                digest.update(b"link:" + os.readlink(path).encode("utf-8", "surrogatepass"))
+            elif path.is_file():
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _release_inputs(out: Path, source: Path, db_url: str | None) -> str:
+    """What a release of ``source`` into ``out`` is made from: the source folder, nbgrader's
+    configuration (the course's, the student kit's it loads, the course folder's), the
+    gradebook URL, the course folder and nbgrader's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        nbgrader_version = version("nbgrader")
+    except PackageNotFoundError:
+        nbgrader_version = ""
+    parts = [str(_PREPARED_FORMAT), nbgrader_version, str(out), db_url or "",
+             _tree_digest(source.parent)]
+    for config in (CONFIG_DIR / "nbgrader_config.py",
+                   CONFIG_DIR / "student" / "kit" / "nbgrader_config.py",
+                   out / "nbgrader_config.py"):
+        parts.append(_digest(config) if config.is_file() else "-")
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _release_outputs(out: Path, assignment: str) -> str:
+    """The files a release wrote: ``solutions/<A>/`` and ``exercises/<A>/`` of ``out``."""
+    return hashlib.sha256((_tree_digest(out / "solutions" / assignment) + ":" + _tree_digest(
+        out / "exercises" / assignment)).encode()).hexdigest()
+
+
+def _gradebook_rows(out: Path, db_url: str | None, assignments: list[str]) -> dict[str, str]:
+    """Per assignment, a digest of the rows a release writes into the gradebook (the
+    assignment, its notebooks, grade, solution, task and source cells, with their points, types,
+    lock and checksums); "" for an assignment the gradebook does not hold."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    found = dict.fromkeys(assignments, "")
+    if not db_url and not (out / "gradebook.db").is_file():
+        return found
+    with Gradebook(db_url or default_db_url(out)) as gb:
+        for name in assignments:
+            try:
+                assignment = gb.find_assignment(name)
+            except MissingEntry:
+                continue
+            rows = [[nb.name,
+                     sorted([c.name, c.max_score, c.cell_type] for c in nb.grade_cells),
+                     sorted(c.name for c in nb.solution_cells),
+                     sorted([c.name, c.max_score, c.cell_type] for c in nb.task_cells),
+                     sorted([c.name, c.cell_type, c.locked, c.checksum, c.source]
+                            for c in nb.source_cells)]
+                    for nb in sorted(assignment.notebooks, key=lambda nb: nb.name)]
+            found[name] = hashlib.sha256(json.dumps([name, rows], default=str).encode(
+                "utf-8", "surrogatepass")).hexdigest()
+    return found
+
+
+def _read_prepared(out: Path) -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads((out / PREPARED).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _PREPARED_FORMAT:
+        return {}
+    found = data.get("assignments")
+    return {k: v for k, v in found.items() if isinstance(v, dict)} \
+        if isinstance(found, dict) else {}
+
+
+def _write_prepared(out: Path, prepared: dict[str, dict[str, str]]) -> None:
+    path = out / PREPARED
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"format": _PREPARED_FORMAT, "assignments": prepared},
+                              indent=1, sort_keys=True), "utf-8")
+    tmp.replace(path)
+
+
+def lazy_nbgrader_package() -> None:
+    """Import the ``nbgrader`` package without running its ``__init__`` until one of the names
+    it defines is used.
+
+    nbgrader's ``__init__`` loads its Jupyter server extensions (formgrader, the assignment list:
+    jupyter_server, the exchange, every nbgrader app), about 0.5 s of CPU in the grading process
+    that grading never uses, while the workers start on the same cores. Its submodules
+    (``nbgrader.api``, ``nbgrader.preprocessors``, ...) import as always; the first use of
+    anything else of the package (``nbgrader.__version__``, the extension hooks) runs the real
+    ``__init__`` then, in the same module object, so every caller sees the same package. Without
+    effect once nbgrader is imported.
+    """
+    import importlib.util
+
+    if "nbgrader" in sys.modules:
+        return
+    spec = importlib.util.find_spec("nbgrader")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name: str) -> Any:  # PEP 562: only for names the module lacks
+        if name.startswith("__") and name != "__version__":
+            raise AttributeError(name)
+        if importlib.util.find_spec(f"nbgrader.{name}") is not None:
+            raise AttributeError(name)  # a submodule: the import system loads it
+        package.__dict__.pop("__getattr__", None)
+        spec.loader.exec_module(package)  # the real __init__, now
+        return getattr(package, name)
+
+    package.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules["nbgrader"] = package
+
+
+def _gradebook_class() -> Any:
+    """nbgrader's ``Gradebook``, imported without its package's server extensions
+    (:func:`lazy_nbgrader_package`)."""
+    lazy_nbgrader_package()
+    from nbgrader.api import Gradebook
+
+    return Gradebook
 
 
 def skip_iri_grammar() -> None:
@@ -357,6 +521,13 @@ class SandboxCheck:
     """The protections not enforced here that ``--allow-weaker-sandbox`` accepted."""
     self_tested: bool = True
     """False on an engine whose sandbox has no self-test yet: ``measured`` holds its claims."""
+    key: str = ""
+    """The host's key (:func:`autograder.engine.selftest_cache.host_key`) under which a fresh
+    measurement may be stored for the next run; empty: nothing to store."""
+    cached: bool = False
+    """True when ``measured`` is a stored measurement of this same host, not run now."""
+    mode: str = ""
+    """How the jail isolates here (``sandbox.host_mode``), as the self-test saw it."""
 
 
 def _protection_names() -> tuple[str, ...]:
@@ -394,17 +565,38 @@ def _limits(limits: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str
     return out
 
 
-def check_sandbox(limits: dict[str, Any], allowed: tuple[str, ...]) -> SandboxCheck:
+def check_sandbox(limits: dict[str, Any], allowed: tuple[str, ...], course: Path | None = None,
+                  recheck: bool = False) -> SandboxCheck:
     """Run the sandbox's self-test with ``limits`` (``Limits`` keyword arguments); raise
-    :class:`SandboxRefusedError` if a protection is lost that ``allowed`` does not name."""
+    :class:`SandboxRefusedError` if a protection is lost that ``allowed`` does not name.
+
+    With ``course`` (the course folder), a measurement stored there by an earlier run
+    (:func:`remember_sandbox`) stands in for the self-test when it was made on this same host
+    (:mod:`autograder.engine.selftest_cache`: same key, a few minutes old at most) and every
+    protection it holds is accepted; ``recheck`` always runs the self-test. A refusal is never
+    taken from a stored measurement: the self-test runs, and judges, again."""
     from autograder.engine import sandbox
 
     messages: list[str] = []
+    key, cached, mode = "", False, ""
     if hasattr(sandbox, "self_test"):
-        test = sandbox.self_test(sandbox.Limits(**limits))
-        measured = {str(k): str(v) for k, v in test.measured.items()}
-        lost = [str(name) for name in test.lost(allowed)]
-        messages = [str(m) for m in getattr(test, "messages", [])][:5]
+        stored = None
+        if course is not None:
+            from autograder.engine import selftest_cache
+
+            resolved = asdict(sandbox.Limits(**limits))  # every limit, defaults included
+            key = selftest_cache.host_key(resolved, sandbox.self_test)
+            stored = None if recheck else selftest_cache.load(course, key)
+        if stored is not None and not _lost(stored["measured"], allowed):
+            measured, lost, mode, cached = stored["measured"], [], stored["mode"], True
+        else:
+            test = sandbox.self_test(sandbox.Limits(**limits))
+            measured = {str(k): str(v) for k, v in test.measured.items()}
+            lost = [str(name) for name in test.lost(allowed)]
+            messages = [str(m) for m in getattr(test, "messages", [])][:5]
+            mode = str(getattr(test, "mode", ""))
+            if key and key != selftest_cache.host_key(resolved, sandbox.self_test):
+                key = ""  # the host changed while it was measured: nothing to remember
         self_tested = True
     else:  # an engine without the self-test: judge its claims the same way
         measured = dict(sandbox.protections())
@@ -423,7 +615,23 @@ def check_sandbox(limits: dict[str, Any], allowed: tuple[str, ...]) -> SandboxCh
             "graded, and what the sandbox enforces\"; e.g. run as root on Linux with cgroups), "
             f"or accept grading without them: --allow-weaker-sandbox {names}")
     weaker = tuple(k for k, v in measured.items() if v.startswith(NOT_ENFORCED))
-    return SandboxCheck(measured, weaker, self_tested)
+    return SandboxCheck(measured, weaker, self_tested, key if self_tested else "", cached, mode)
+
+
+def _lost(measured: Mapping[str, str], allowed: tuple[str, ...]) -> list[str]:
+    """The protections of the sandbox (each one it promises) that ``measured`` does not show
+    enforced, less those ``allowed``: what ``SelfTest.lost`` says of a fresh measurement."""
+    return [name for name in _protection_names() if name not in allowed and
+            measured.get(name, f"{NOT_ENFORCED}: not measured").startswith(NOT_ENFORCED)]
+
+
+def remember_sandbox(course: Path, check: SandboxCheck) -> None:
+    """Store a fresh self-test's measurement in the course folder for the next run
+    (:func:`check_sandbox`); a stored one that was reused is left as it was measured."""
+    if check.key and not check.cached:
+        from autograder.engine import selftest_cache
+
+        selftest_cache.save(course, check.key, check.measured, check.mode)
 
 
 # --------------------------------------------------------------------------- workers
@@ -567,6 +775,29 @@ def _fill_totals(gb: Any, result: StudentResult) -> None:
     else:
         result.timestamp = str(stamp or "")
     result.total = None if result.manual_pending else float(t.total)
+
+
+def _class_cells(gb: Any) -> dict[tuple[str, str], tuple[dict[str, float | None], bool]]:
+    """For every submission in the gradebook, by (assignment, student): its
+    :func:`_gradebook_per_test` and whether a notebook of it is flagged, read at once (the
+    submissions with their notebooks, grades and cells: a few queries, not several per cell)."""
+    from nbgrader.api import Grade, SubmittedAssignment, SubmittedNotebook
+    from sqlalchemy.orm import joinedload, selectinload
+
+    query = gb.db.query(SubmittedAssignment).options(
+        joinedload(SubmittedAssignment.assignment), joinedload(SubmittedAssignment.student),
+        selectinload(SubmittedAssignment.notebooks).selectinload(
+            SubmittedNotebook.grades).joinedload(Grade.cell))
+    return {(sub.assignment.name, sub.student.id): (
+        _gradebook_per_test(sub), any(nb.flagged for nb in sub.notebooks)) for sub in query}
+
+
+def _may_be_penalised(submission: Any) -> bool:
+    """Whether nbgrader's late penalty can give ``submission`` another value than it has:
+    it is late, or a notebook of it carries a penalty (:func:`~autograder.engine.gradebook.
+    apply_late_penalty` sets every other submission's penalties to none, which they are)."""
+    return submission.total_seconds_late > 0 or any(
+        nb.late_submission_penalty is not None for nb in submission.notebooks)
 
 
 def _gradebook_per_test(submission: Any) -> dict[str, float | None]:
@@ -870,8 +1101,8 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
           limits: dict[str, Any] | None = None, lms_regex: str | None = None,
           force: bool = False, shard: tuple[int, int] = (0, 1),
           allow_weaker: str | tuple[str, ...] | list[str] | None = None,
-          students: Iterable[str] | None = None, due: datetime | str | None = None
-          ) -> list[StudentResult]:
+          students: Iterable[str] | None = None, due: datetime | str | None = None,
+          recheck_sandbox: bool = False) -> list[StudentResult]:
     """Autograde every submission of each of ``assignments`` (one name or a list) in the course
     folder ``out`` (default :func:`default_course`): its gradebook, autograded notebooks and
     feedback; then rebuild the class outputs (:func:`write_class_outputs`). Returns one result
@@ -880,7 +1111,9 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
     ``students`` (ids) grades, always anew, only those students' submissions; ``shard`` = (K, N)
     only the students with :func:`shard_of` == K. Everyone else's results stay as they are.
     ``due`` sets the assignments' due date in the gradebook (naive = UTC), for nbgrader's late
-    penalty. First the sandbox's self-test runs: a protection lost that ``allow_weaker``
+    penalty. First the sandbox's self-test runs (or its measurement of this same host, stored
+    in ``out`` a few minutes ago, stands in: :func:`check_sandbox`; ``recheck_sandbox``
+    measures again): a protection lost that ``allow_weaker``
     (names, a comma-separated string, or ``all``) does not accept raises
     :class:`SandboxRefusedError` before anything is written; so does a ``submissions`` folder
     that is one student's own (:class:`UsageError`, :func:`refuse_student_folder`). A result
@@ -901,10 +1134,11 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
     refuse_student_folder(submissions, lms_regex)
     allowed = allowed_weaker(allow_weaker)
     sandbox_limits = _limits(limits, allowed)
-    sandbox = check_sandbox(sandbox_limits, allowed)
+    sandbox = check_sandbox(sandbox_limits, allowed, out, recheck_sandbox)
     os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
     claim_folder(out)
+    remember_sandbox(out, sandbox)
     write_course_config(out, db_url)
     tasks, results = collect(names, submissions, out, lms_regex, shard, chosen)
     _add_missing(results, tasks, names, chosen, shard, submissions)
@@ -917,8 +1151,7 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
     pool = start_workers(min(jobs, len(fresh))) if fresh else None
     by_key = {(t.assignment, t.student): t for t in tasks}
     try:
-        # imported while the workers load, like the rest
-        from nbgrader.api import Gradebook
+        Gradebook = _gradebook_class()  # imported while the workers load, like the rest
 
         prepare_course(out, names, db_url)
         for name in sandbox.weaker:
@@ -1143,6 +1376,7 @@ def write_class_outputs(course: Path, db_url: str | None = None,
     config = load_course_config(course, db_url)
     with Gradebook(db_url or default_db_url(course)) as gb:
         gb.db.expire_all()
+        cells = _class_cells(gb)
         maxima: dict[str, float] = {}
         for assignment in gb.assignments:
             maxima[assignment.name] = float(assignment.max_score)
@@ -1150,13 +1384,15 @@ def write_class_outputs(course: Path, db_url: str | None = None,
                 student = submission.student.id
                 result = _cached_any(course, assignment.name, student) or StudentResult(
                     student, assignment=assignment.name)
-                result.per_test = _gradebook_per_test(submission)
+                result.per_test, flagged = cells[(assignment.name, student)]
                 result.grader_error = None
-                if any(nb.flagged for nb in submission.notebooks):
+                if flagged:
                     result.flags.setdefault("tampering", ["flagged in the gradebook"])
                 # Hand grades given since the last run change what the late rule takes (with
-                # "zero", all of it): the penalty is applied anew before every total.
-                book.apply_late_penalty(gb, config, assignment.name, student)
+                # "zero", all of it): the penalty is applied anew before every total, to every
+                # submission it can change (a late one, or one that still carries a penalty).
+                if _may_be_penalised(submission):
+                    book.apply_late_penalty(gb, config, assignment.name, student)
                 _fill_totals(gb, result)
                 rows[(assignment.name, student)] = result
         present = {a for a, _ in rows} | {a for a, _ in extras}
@@ -1346,6 +1582,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-weaker-sandbox", default="", metavar="NAME[,NAME]|all",
                         help="grade even though the sandbox self-test finds these protections "
                         "lost (the report then says so on every line); default: refuse")
+    parser.add_argument("--recheck-sandbox", action="store_true",
+                        help="run the sandbox self-test even when the course folder holds its "
+                        "measurement of this same, unchanged host from the last few minutes")
     parser.add_argument("--cell-timeout", type=float, default=60.0)
     parser.add_argument("--call-timeout", type=float, default=60.0)
     parser.add_argument("--submission-timeout", type=float, default=600.0)
@@ -1401,7 +1640,7 @@ def main(argv: list[str] | None = None) -> int:
                         (args.course or default_course()).resolve(), jobs=max(1, args.jobs),
                         db_url=args.db_url, limits=limits, lms_regex=args.lms_regex,
                         force=args.force, shard=shard, allow_weaker=args.allow_weaker_sandbox,
-                        students=students, due=due)
+                        students=students, due=due, recheck_sandbox=args.recheck_sandbox)
     except SandboxRefusedError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return EXIT_REFUSED
