@@ -8,10 +8,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import yaml
@@ -240,3 +242,22 @@ def grade_written(base: Path, assignment: str, write: Callable[[Path], object]
     results = grade(assignment, base / "submissions", out, quiet=True, jobs=2,
                     limits=SHORT_LIMITS)
     return out, {r.student: r for r in results}
+
+
+@contextmanager
+def sandbox_session(tmp_path: Path, code: str) -> Iterator[Any]:
+    """A real sandbox (``SHORT_LIMITS``) whose first cell ran ``code``, and the grader's Session
+    on it; ``session.fn(name)`` is the student's function ``name`` there."""
+    from autograder.engine.remote import RemoteFunction, Session
+    from autograder.engine.sandbox import Limits, Sandbox, prepare_workdir
+
+    sandbox = Sandbox(prepare_workdir(tmp_path), Limits(**SHORT_LIMITS), 0)
+    sandbox.start()
+    try:
+        reply, _ = sandbox.request({"op": "cell", "source": code, "name": "<cell 1>"})
+        assert reply["error"] is None, reply
+        session = Session(sandbox)
+        session.fn = lambda name: RemoteFunction(session, name)
+        yield session
+    finally:
+        sandbox.stop()

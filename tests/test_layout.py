@@ -97,16 +97,27 @@ def test_engine_code_in_the_sandbox_imports_only_itself() -> None:
 
 
 def test_the_sandbox_gets_the_student_package_and_its_runner_only(tmp_path: Path) -> None:
-    """The read-only library copied into each sandbox is the student package plus runner and
-    wire: no other engine module, demo, solution or configuration."""
+    """The read-only library copied into each sandbox (and the zygote's copy, which it runs
+    from) is the student package plus the runner, the wire, the zygote and the jail it forks
+    into: no other engine module, demo, solution or configuration, and those four import
+    nothing else of the engine."""
     from autograder.engine.sandbox import prepare_workdir
 
     workdir = prepare_workdir(tmp_path)
     files = {str(p.relative_to(workdir / ".grader")) for p in (workdir / ".grader").rglob("*")
              if p.is_file()}
     engine = {f for f in files if not f.startswith("dropout_course/")}
+    inside = {"runner", "wire", "zygote", "jail"}
     assert engine == {"autograder/__init__.py", "autograder/engine/__init__.py",
-                      "autograder/engine/runner.py", "autograder/engine/wire.py"}
+                      *(f"autograder/engine/{name}.py" for name in inside)}
+    for name in inside:
+        tree = ast.parse((workdir / ".grader" / "autograder" / "engine" / f"{name}.py")
+                         .read_text(encoding="utf-8"))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        engine_modules = {m for m in imported if m and m.startswith("autograder")}
+        assert engine_modules <= {"autograder.engine", *(f"autograder.engine.{i}" for i in inside)
+                                  }, (name, engine_modules)
     shipped = {str(m.relative_to(STUDENT_PACKAGE.parent)) for m in package_modules()}
     assert {f for f in files if f.startswith("dropout_course/") and f.endswith(".py")} == shipped
     for init in ("autograder/__init__.py", "autograder/engine/__init__.py"):

@@ -22,7 +22,7 @@ from typing import Any
 import nbformat
 import pytest
 import torch
-from course import ROOT, SHORT_LIMITS
+from course import ROOT, SHORT_LIMITS, sandbox_session
 
 from autograder.demo import ex04_misconceptions as demo
 from autograder.engine import wire
@@ -276,16 +276,7 @@ def test_frame_over_the_limit_is_refused() -> None:
 # --------------------------------------------------------------------------- callbacks (sandbox)
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Any]:
-    """A real sandbox with a few student definitions, and the grader's Session on it."""
-    from autograder.engine.remote import RemoteFunction, Session
-    from autograder.engine.sandbox import Limits, Sandbox, prepare_workdir
-
-    sandbox = Sandbox(prepare_workdir(tmp_path), Limits(**SHORT_LIMITS), 0)
-    sandbox.start()
-    try:
-        code = '''
+SESSION_CODE = '''
 import sys, torch
 def apply(f, *args):
     return f(*args)
@@ -314,13 +305,13 @@ def train_and_hide(model):
     w.grader_modes = lambda token: []  # a patched runner that drops the copies' flags
     return 1
 '''
-        reply, _ = sandbox.request({"op": "cell", "source": code, "name": "<cell 1>"})
-        assert reply["error"] is None, reply
-        session = Session(sandbox)
-        session.fn = lambda name: RemoteFunction(session, name)
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Any]:
+    """A real sandbox with a few student definitions, and the grader's Session on it."""
+    with sandbox_session(tmp_path, SESSION_CODE) as session:
         yield session
-    finally:
-        sandbox.stop()
 
 
 class _Probe:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from course import SHORT_LIMITS
+from course import sandbox_session
 
 from autograder.engine import wire
 
@@ -56,15 +56,7 @@ def test_a_malformed_delta_is_refused(delta: Any) -> None:
         wire.RngSync().incoming(delta)
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Any]:
-    from autograder.engine.remote import RemoteFunction, Session
-    from autograder.engine.sandbox import Limits, Sandbox, prepare_workdir
-
-    sandbox = Sandbox(prepare_workdir(tmp_path), Limits(**SHORT_LIMITS), 0)
-    sandbox.start()
-    try:
-        code = '''
+SESSION_CODE = '''
 import random, numpy, torch
 def draw():
     return torch.rand(3), float(numpy.random.rand()), random.random()
@@ -88,13 +80,12 @@ def set_mode(flag):
 def set_scale(value):
     NETS[0].scale = value
 '''
-        reply, _ = sandbox.request({"op": "cell", "source": code, "name": "<cell 1>"})
-        assert reply["error"] is None, reply
-        session = Session(sandbox)
-        session.fn = lambda name: RemoteFunction(session, name)
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Any]:
+    with sandbox_session(tmp_path, SESSION_CODE) as session:
         yield session
-    finally:
-        sandbox.stop()
 
 
 def _local_draws(n: int) -> list[tuple[Any, float, float]]:

@@ -645,6 +645,9 @@ def _init_worker(slots: Any) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["slot"] = slots.get()
     atexit.register(_exit_now)
+    from autograder.engine.sandbox import warm_zygote
+
+    warm_zygote(wait=False)  # the zygote imports while this process does (used by default)
     skip_iri_grammar()
     import torch
 

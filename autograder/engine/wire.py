@@ -486,10 +486,11 @@ def get_rng() -> dict[str, Any]:
     return state
 
 
-def set_rng(state: Any) -> None:
+def set_rng(state: Any) -> dict[str, Any]:
     """Install a state made by :func:`get_rng` (or the parts of one it holds), checking its
-    types (it may come from the sandbox). Raises :class:`WireError` or
-    ``TypeError``/``ValueError`` on a malformed one."""
+    types (it may come from the sandbox); return the parts installed, as :func:`get_rng` would
+    now show them. Raises :class:`WireError` or ``TypeError``/``ValueError`` on a malformed
+    one."""
     import random
 
     import numpy as np
@@ -497,18 +498,24 @@ def set_rng(state: Any) -> None:
 
     if not isinstance(state, dict):
         raise WireError("malformed random state")
+    installed: dict[str, Any] = {}
     if "torch" in state:
-        torch.set_rng_state(state["torch"].to(torch.uint8))
+        installed["torch"] = state["torch"].to(torch.uint8).clone()
+        torch.set_rng_state(installed["torch"])
     if "numpy" in state:
         numpy_state = state["numpy"]
-        np.random.set_state((str(numpy_state[0]), np.asarray(numpy_state[1], dtype=np.uint32),
-                             int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])))
+        installed["numpy"] = [str(numpy_state[0]), np.array(numpy_state[1], dtype=np.uint32),
+                              int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])]
+        np.random.set_state(tuple(installed["numpy"]))
     if "python" in state:
         python = state["python"]
-        random.setstate((int(python[0]), tuple(int(v) for v in python[1]),
-                         None if python[2] is None else float(python[2])))
+        installed["python"] = (int(python[0]), tuple(int(v) for v in python[1]),
+                               None if python[2] is None else float(python[2]))
+        random.setstate(installed["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+        installed["cuda"] = [s.to(torch.uint8).clone() for s in state["cuda"]]
+        torch.cuda.set_rng_state_all(installed["cuda"])
+    return installed
 
 
 RNG_PARTS = frozenset({"torch", "numpy", "python", "cuda"})
@@ -568,8 +575,7 @@ class RngSync:
         # (code that ran between messages, a cell say, drew from them).
         state = {k: v for k, v in agreed.items() if k not in delta and not (
             k in now and _same_part(now[k], v))}
-        set_rng({**state, **delta})
-        self.synced = get_rng()
+        self.synced = {**now, **set_rng({**state, **delta})}
 
 
 # --------------------------------------------------------------------------- grader-side objects
