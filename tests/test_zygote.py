@@ -242,3 +242,41 @@ def test_in_a_user_namespace_the_warm_runner_keeps_no_capability() -> None:
     assert not [w for w in found["warnings"] if "started cold" in w], found
     assert found["out"][0].strip() == str(["0000000000000000"] * 4), found
     assert found["out"][1].strip() == "PermissionError", found
+
+
+KEYS = r'''
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SYS_ADD_KEY, SYS_KEYCTL, KEYCTL_SEARCH = 248, 250, 10
+RINGS = {"user": -4, "user_session": -5, "session": -3}
+def find(ring):
+    return libc.syscall(ctypes.c_long(SYS_KEYCTL), ctypes.c_long(KEYCTL_SEARCH),
+                        ctypes.c_long(ring), b"user", b"planted-key", ctypes.c_long(0)) > 0
+found = {name: find(ring) for name, ring in RINGS.items()}
+added = {name: libc.syscall(ctypes.c_long(SYS_ADD_KEY), b"user", b"planted-key", b"carry",
+                            ctypes.c_size_t(5), ctypes.c_long(ring)) > 0
+         for name, ring in RINGS.items()}
+print(json.dumps({"found": found, "added": added}))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the key syscalls' numbers are x86_64's")
+@pytest.mark.parametrize("warm", [True, False])
+def test_kernel_keyrings_do_not_carry_over(tmp_path: Path, warm: bool) -> None:
+    """The kernel's key store is per uid (and a sandbox's uid serves every submission of its
+    grading process): a key one submission adds to any keyring it can reach is not there for
+    the next, and never in the grader's own session keyring."""
+    first, _ = _run_cells(tmp_path, [KEYS], warm=warm)
+    planted = _looked(first[0])
+    assert planted["added"] == {"user": True, "user_session": True, "session": True}, planted
+    second, _ = _run_cells(tmp_path, [KEYS], warm=warm)
+    assert not any(_looked(second[0])["found"].values()), _looked(second[0])
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ours = libc.syscall(ctypes.c_long(250), ctypes.c_long(10), ctypes.c_long(-3), b"user",
+                        b"planted-key", ctypes.c_long(0))
+    assert ours < 0, "a sandbox wrote into the grader's session keyring"

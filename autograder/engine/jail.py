@@ -28,6 +28,7 @@ before ``execve``. Nothing on stdout or stderr comes from here.
 """
 
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -47,6 +48,9 @@ LOCKED_FLAGS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_
                 2048: MS_NODIRATIME, 4096: MS_RELATIME}
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 PR_SET_DUMPABLE, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 47, 4
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR = 1, 7
+KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = -4, -5
 CAPABILITY_VERSION_3 = 0x20080522
 SANDBOX_HOME = "/home/student"
 INSIDE_UID = INSIDE_GID = 1000
@@ -220,6 +224,30 @@ def like_exec():
                 raise Refused(f"a capability is left: {line.strip()}")
 
 
+def fresh_keyrings(cfg):
+    """The kernel's key store is per uid, not per namespace (as root): empty this uid's user
+    and user-session keyrings, which outlive its processes (an earlier submission of this
+    grading process could have left keys there for this one), and join a new session keyring
+    (the one inherited is the grader's, which this process would otherwise possess). Without
+    the keyctl system call (not built in) there is nothing to share."""
+    if SYS_KEYCTL is None:
+        warn("the kernel's keyrings were not emptied (unknown architecture)")
+        return
+    LIBC.syscall.restype = ctypes.c_long
+    for args, what in (((KEYCTL_JOIN_SESSION_KEYRING, None), "a new session keyring"),
+                       ((KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING), "the user keyring"),
+                       ((KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING), "the user session keyring")):
+        if LIBC.syscall(ctypes.c_long(SYS_KEYCTL), ctypes.c_long(args[0]),
+                        ctypes.c_void_p(None) if args[1] is None else ctypes.c_long(args[1])) >= 0:
+            continue
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EOPNOTSUPP):
+            return
+        if "ipc" not in cfg["allow_weaker"]:
+            raise Refused(f"could not set up {what}: {os.strerror(err)}")
+        warn(f"could not set up {what}: {os.strerror(err)}")
+
+
 def lifeline():
     """A pipe whose write end only the parent keeps: EOF on the read end means it died."""
     return os.pipe()
@@ -250,6 +278,7 @@ def sandbox_child(cfg, mode, sources, life):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        fresh_keyrings(cfg)
         # After the uid change, which clears it; then make sure the parent did not die meanwhile.
         LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if not parent_alive(life_r):
