@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from nbgrader.plugins import LateSubmissionPlugin
 from pg_server import create_database
+from test_gradebook_term import HalfPointPerHour
 from traitlets.config import Config
 
 from autograder.engine import gradebook
@@ -251,12 +252,6 @@ def round_two() -> list[gradebook.Entry]:
         gradebook.Entry(StudentResult("eve", A, per_test={AUTO: 2.0, WRITTEN: None, TASK: None}),
                         DUE + timedelta(hours=5), answers("v1", WRITTEN)),
     ]
-
-
-class HalfPointPerHour(LateSubmissionPlugin):
-    def late_submission_penalty(self, student_id: str, score: float,
-                                total_seconds_late: float) -> float:
-        return 0.5 * total_seconds_late / 3600
 
 
 def late_config(method: str) -> Config:

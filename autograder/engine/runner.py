@@ -291,17 +291,19 @@ class Runner:
 
         states = {}
         for hid, obj in self.handles.items():
-            if isinstance(obj, torch.nn.Module) and (
-                    hid in referenced or not _matches(obj, self.told.get(hid))):
-                states[str(hid)] = _describe_module(obj, enc)
-                self.told[hid] = _fingerprint(obj)
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            view = _module_view(obj)
+            if hid in referenced or not _matches(view, self.told.get(hid)):
+                states[str(hid)] = _describe_module(obj, enc, view)
+                self.told[hid] = _fingerprint(view)
         return states
 
     def apply_state(self, hid: int, state: dict[str, Any]) -> None:
         """Make module ``hid`` match the grader's mirror, which then holds what it holds."""
         module = self.handles[hid]
         _apply_module_state(module, state)
-        self.told[hid] = _fingerprint(module)
+        self.told[hid] = _fingerprint(_module_view(module))
 
     # ----------------------------------------------------------------- integrity
 
@@ -434,23 +436,15 @@ def _apply_module_state(module: Any, state: dict[str, Any]) -> None:
                 modules[owner]._buffers[leaf] = value
 
 
-def _describe_module(module: Any, enc: Any) -> dict[str, Any]:
-    plain = (bool, int, float, str, type(None))
-    try:
-        text = repr(module)
-    except Exception as exc:
-        text = f"<repr failed: {type(exc).__name__}>"
+def _describe_module(module: Any, enc: Any, view: dict[str, Any]) -> dict[str, Any]:
+    """What the grader's mirror of ``module`` is made from: its :func:`_module_view`, encoded."""
     return {
         "cls": type(module).__name__,
-        "modes": [[n, bool(m.training)] for n, m in module.named_modules()],
-        "params": [[f"{n}.{k}" if n else k, enc.encode(v)]
-                   for n, m in module.named_modules() for k, v in m._parameters.items()],
-        "buffers": [[f"{n}.{k}" if n else k, enc.encode(v)]
-                    for n, m in module.named_modules() for k, v in m._buffers.items()
-                    if v is not None],
-        "attrs": [[k, enc.encode(v)] for k, v in vars(module).items()
-                  if not k.startswith("_") and type(v) in plain and k != "training"],
-        "repr": text[:4000],
+        "modes": [[n, flag] for n, flag in view["modes"]],
+        "params": [[n, enc.encode(v)] for n, v in view["params"]],
+        "buffers": [[n, enc.encode(v)] for n, v in view["buffers"]],
+        "attrs": [[k, enc.encode(v)] for k, v in view["attrs"]],
+        "repr": view["repr"],
     }
 
 
@@ -476,22 +470,21 @@ def _module_view(module: Any) -> dict[str, Any]:
     }
 
 
-def _fingerprint(module: Any) -> dict[str, Any]:
-    """:func:`_module_view` with each tensor copied (kept to compare with later)."""
-    view = _module_view(module)
+def _fingerprint(view: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`_module_view` with each tensor copied (kept to compare with later)."""
+    copied = dict(view)
     for key in ("params", "buffers"):
-        view[key] = [(name, None if v is None else (v.detach().clone(), bool(v.requires_grad),
-                                                    type(v)))
-                     for name, v in view[key]]
-    return view
+        copied[key] = [(name, None if v is None else (v.detach().clone(), bool(v.requires_grad),
+                                                      type(v)))
+                       for name, v in view[key]]
+    return copied
 
 
-def _matches(module: Any, told: dict[str, Any] | None) -> bool:
-    """Whether ``module`` is still what the fingerprint ``told`` recorded (values compared:
-    a change through ``.data`` or a NumPy view leaves no version count)."""
+def _matches(now: dict[str, Any], told: dict[str, Any] | None) -> bool:
+    """Whether a module's view ``now`` is still what the fingerprint ``told`` recorded
+    (values compared: a change through ``.data`` or a NumPy view leaves no version count)."""
     if told is None:
         return False
-    now = _module_view(module)
     if now["modes"] != told["modes"] or now["repr"] != told["repr"] or len(
             now["attrs"]) != len(told["attrs"]) or any(
             k != k2 or not _same(v, v2) for (k, v), (k2, v2) in zip(

@@ -382,6 +382,7 @@ class WarmStart:
 
 _WARM: dict[str, WarmStart] = {}
 _WARM_LOCK = threading.Lock()
+_WARM_HOOKS: set[str] = set()
 
 
 def warm_zygote(wait: bool = True) -> WarmStart:
@@ -411,9 +412,6 @@ def warm_zygote(wait: bool = True) -> WarmStart:
             stop_zygote()
             raise
     return warm
-
-
-_WARM_HOOKS: set[str] = set()
 
 
 def stop_zygote() -> None:
