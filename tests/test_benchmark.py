@@ -119,7 +119,8 @@ def test_json_has_every_figure(bench: tuple[Path, str, dict]) -> None:
 @slow
 def test_results_carry_phases_and_memory(bench: tuple[Path, str, dict]) -> None:
     """Every result file the --jobs 1 run saved has the worker's phases (non-negative, adding
-    up to no more than the submission's seconds) and the worker's peak memory."""
+    up to no more than the submission's seconds) and the worker's and its zygote's peak
+    memory."""
     out, _text, _report = bench
     records = bm.read_results(out / "jobs1" / EXERCISE / "results" / EXERCISE)
     assert len(records) == PER_EXERCISE
@@ -131,6 +132,7 @@ def test_results_carry_phases_and_memory(bench: tuple[Path, str, dict]) -> None:
         assert worker <= record["seconds"] + 1e-6
         assert memory["worker_peak"] > 0
         assert memory.get("sandbox_peak", 1) > 0
+        assert memory["zygote_peak"] > 0  # each worker forks its sandboxes from a zygote
 
 
 @slow

@@ -140,7 +140,8 @@ class StudentResult:
     (this submission's share of the gradebook writes). Empty in results saved before."""
     memory: dict[str, int] = field(default_factory=dict)
     """Peak memory in bytes: ``sandbox_peak`` (its sandbox's memory cgroup, when there is one),
-    ``worker_peak`` (the grading worker's maximum resident set so far)."""
+    ``worker_peak`` (the grading worker's maximum resident set so far) and ``zygote_peak`` (its
+    warm-start zygote's, where it has one)."""
 
 
 # --------------------------------------------------------------------------- nbgrader plumbing
@@ -695,6 +696,11 @@ def _grade_one(student: str, notebook: str, assignment: str, out: str,
         outcome.phases["feedback"] = time.perf_counter() - began
     # ru_maxrss is in KiB on Linux: this worker's peak so far (its sandboxes are not counted)
     outcome.memory["worker_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from autograder.engine.sandbox import warm_zygote_peak
+
+    zygote_peak = warm_zygote_peak()
+    if zygote_peak is not None:
+        outcome.memory["zygote_peak"] = zygote_peak
     result = asdict(outcome)
     result.pop("autograded")
     return result

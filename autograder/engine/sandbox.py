@@ -414,6 +414,12 @@ def warm_zygote(wait: bool = True) -> WarmStart:
     return warm
 
 
+def warm_zygote_peak() -> int | None:
+    """This process's zygote's peak resident memory in bytes, or None without one."""
+    warm = _WARM.get("zygote")
+    return None if warm is None else warm.zygote.peak_memory()
+
+
 def stop_zygote() -> None:
     """End this process's zygote and remove its library copy (nothing if there is none)."""
     warm = _WARM.pop("zygote", None)
