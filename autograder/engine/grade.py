@@ -652,6 +652,9 @@ def _init_worker(slots: Any) -> None:
     skip_iri_grammar()
     import torch
 
+    # what torch.autograd.grad imports on its first call (SymPy: about 0.3 s), used by the
+    # grader's half of a gradient that crosses the boundary
+    importlib.import_module("torch.fx.experimental.symbolic_shapes")
     importlib.import_module("autograder.engine.remote")  # imported now, used by _grade_one
     importlib.import_module("autograder.engine.verify")
     torch.set_num_threads(1)

@@ -125,6 +125,10 @@ class _Frame:
                 modules[name].training = flag
 
 
+class _NeedsGraph(Exception):
+    """A batch of calls whose arguments need autograd across the boundary (made one by one)."""
+
+
 class Session:
     """The grader's side of one running sandbox: calls, handles and mirrors."""
 
@@ -165,13 +169,14 @@ class Session:
         except Exception as err:
             raise self.violation(f"{type(err).__name__}: {str(err)[:300]}") from None
 
-    def _send(self, header: dict[str, Any], blobs: list[bytes]) -> int:
-        return self.sandbox.send(header, list(blobs))
+    def _send(self, header: dict[str, Any], blobs: list[bytes], timeout: float | None = None
+              ) -> int:
+        return self.sandbox.send(header, list(blobs), timeout=timeout)
 
-    def _receive(self) -> tuple[dict[str, Any], list[bytes]]:
+    def _receive(self, timeout: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
         with self.reading():
             try:
-                return self.sandbox.receive()
+                return self.sandbox.receive(timeout=timeout)
             except ProtocolViolation:
                 raise
             except SandboxGone as gone:
@@ -179,12 +184,14 @@ class Session:
                     raise ProtocolViolation(gone.detail) from None
                 raise
 
-    def request(self, header: dict[str, Any], blobs: list[bytes] = ()) -> tuple[dict, list]:
-        """Send one request and return its reply, serving the sandbox's callbacks meanwhile.
-        Raises :class:`SandboxGone` (a :class:`ProtocolViolation` for a malformed reply)."""
-        rid = self._send(header, list(blobs))
+    def request(self, header: dict[str, Any], blobs: list[bytes] = (),
+                timeout: float | None = None) -> tuple[dict, list]:
+        """Send one request and return its reply, serving the sandbox's callbacks meanwhile;
+        each wait lasts at most ``timeout`` seconds (default: the call limit). Raises
+        :class:`SandboxGone` (a :class:`ProtocolViolation` for a malformed reply)."""
+        rid = self._send(header, list(blobs), timeout)
         while True:
-            reply, out = self._receive()
+            reply, out = self._receive(timeout)
             if reply.get("op") == "callback":
                 self._callback(reply, out)
                 continue
@@ -197,9 +204,62 @@ class Session:
     def call(self, target: list[Any], args: tuple, kwargs: dict, owner: Any = None,
              instance_class: type | None = None) -> Any:
         """Run ``target(*args, **kwargs)`` in the sandbox; return the decoded result."""
-        self.calls += 1
         payload = {"args": tuple(args), "kwargs": dict(kwargs), "rng": self.rng.outgoing(),
                    "self_state": owner._remote_state() if owner is not None else None}
+        header, blobs, frame, grad_refs = self._exchange(target, payload)
+        return self._finish(header, blobs, frame, grad_refs, owner, instance_class)
+
+    def call_many(self, target: list[Any], calls: list[tuple[tuple, dict]]
+                  ) -> tuple[list[Any], BaseException | None]:
+        """Run ``target(*args, **kwargs)`` for each ``(args, kwargs)`` of ``calls`` in order, as
+        a loop of :meth:`call` would, in one round trip; stop at the first call that raises.
+        Return the results of the calls that returned and the student's exception from the
+        one that raised (None when none did). A batch whose arguments need autograd across the
+        boundary is made one call at a time (its results carry graphs)."""
+        if not calls:
+            return [], None
+        agreed = self.rng.synced
+        payload = {"calls": [(tuple(a), dict(k)) for a, k in calls], "rng": self.rng.outgoing(),
+                   "self_state": None}
+        try:
+            # each call may take the call limit, as each would in a loop
+            header, blobs, frame, _ = self._exchange(
+                target, payload, timeout=len(calls) * self.sandbox.limits.call_seconds)
+        except _NeedsGraph:
+            self.rng.synced = agreed  # nothing was sent: the agreed state is still the last one
+            return self._call_each(target, calls)
+        with self.reading():
+            try:
+                decoder = self._finish_common(header, blobs, frame, None)
+                error = header.get("error")
+                encoded = header.get("results")
+                if not isinstance(encoded, list) or len(encoded) > len(calls) or (
+                        error is None) != (len(encoded) == len(calls)):
+                    raise wire.WireError("malformed results of a batch of calls")
+                results = [decoder.decode(r) for r in encoded]
+                raised = remote_error(error, self) if error is not None else None
+            finally:
+                self._pending = None
+        return results, raised
+
+    def _call_each(self, target: list[Any], calls: list[tuple[tuple, dict]]
+                   ) -> tuple[list[Any], BaseException | None]:
+        results: list[Any] = []
+        for args, kwargs in calls:
+            try:
+                results.append(self.call(target, args, kwargs))
+            except SandboxGone:
+                raise
+            except Exception as exc:  # the student's error, rebuilt by remote_error
+                return results, exc
+        return results, None
+
+    def _exchange(self, target: list[Any], payload: dict[str, Any],
+                  timeout: float | None = None) -> tuple[dict, list, _Frame, list[int]]:
+        """Send one call request (``payload`` pickled into the sandbox) and return its reply
+        (waiting at most ``timeout``, default the call limit), the call's frame and the keys of
+        the tensors whose gradients flow back. Raises :class:`_NeedsGraph`, sending nothing,
+        for a batch (``payload["calls"]``) with such tensors."""
         frame = _Frame()
         stream = io.BytesIO()
         dumper = _Dumper(stream, self, frame)
@@ -210,33 +270,44 @@ class Session:
             grad_refs = sorted(k for k, obj in frame.memo.items() if isinstance(
                 obj, torch.Tensor) and obj.requires_grad and k not in frame.protected) \
                 if grad else []
+            if grad_refs and "calls" in payload:
+                raise _NeedsGraph
             payload_blob = pickle.dumps((stream.getvalue(), grad_refs), protocol=5)
             self.frames.append(frame)
+            self.calls += 1
             try:
                 header, blobs = self.request({"op": "call", "target": target, "grad": grad,
-                                              "call": self.calls}, [payload_blob])
+                                              "call": self.calls}, [payload_blob], timeout)
             finally:
                 self.frames.pop()
         finally:
             for token in frame.tokens:
                 self.live.pop(token, None)
             frame.restore_modes()
-        return self._finish(header, blobs, frame, grad_refs, owner, instance_class)
+        return header, blobs, frame, grad_refs
+
+    def _finish_common(self, header: dict, blobs: list, frame: _Frame,
+                       instance_class: type | None) -> wire.Decoder:
+        """Apply what a call's reply reports besides its result (mirrors, argument changes,
+        models' modes, random state, notes); return the reply's decoder. Call within
+        :meth:`reading`, and clear ``_pending`` afterwards."""
+        decoder = wire.Decoder(blobs, frame.memo, self._handle)
+        self._pending = (header.get("modules") or {}, decoder, instance_class)
+        self._update_mirrors(header.get("modules") or {}, decoder)
+        for change in header.get("sync") or []:
+            _apply_change(change, frame, decoder)
+        frame.apply_reported_modes(header.get("grader_modes"))
+        self.rng.incoming(decoder.decode(header["rng"]))
+        notes = header.get("notes") or []
+        self.notes += [wire.clean_text(str(n))[:300] for n in notes][:20]
+        return decoder
 
     def _finish(self, header: dict, blobs: list, frame: _Frame, grad_refs: list[int],
                 owner: Any, instance_class: type | None) -> Any:
         memo = frame.memo
         with self.reading():
             try:
-                decoder = wire.Decoder(blobs, memo, self._handle)
-                self._pending = (header.get("modules") or {}, decoder, instance_class)
-                self._update_mirrors(header.get("modules") or {}, decoder)
-                for change in header.get("sync") or []:
-                    _apply_change(change, frame, decoder)
-                frame.apply_reported_modes(header.get("grader_modes"))
-                self.rng.incoming(decoder.decode(header["rng"]))
-                notes = header.get("notes") or []
-                self.notes += [wire.clean_text(str(n))[:300] for n in notes][:20]
+                decoder = self._finish_common(header, blobs, frame, instance_class)
                 error = header.get("error")
                 result = None if error is not None else decoder.decode(header["result"])
                 raised = remote_error(error, self) if error is not None else None
@@ -411,6 +482,12 @@ class RemoteFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.call(["name", self.__name__], args, kwargs)
+
+    def __dropout_call_many__(self, calls: list[tuple[tuple, dict]]
+                              ) -> tuple[list[Any], BaseException | None]:
+        """The checks' batch protocol (``dropout_course.checks.core.run_student_many``): every
+        call in one round trip."""
+        return self._session.call_many(["name", self.__name__], calls)
 
     def __repr__(self) -> str:
         return f"<function {self.__name__}>"

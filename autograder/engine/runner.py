@@ -176,6 +176,9 @@ class Runner:
         return getattr(obj, spec[2]) if len(spec) > 2 and spec[2] else obj
 
     def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
+        """Run one call (the payload's ``args`` and ``kwargs``) or a batch (its ``calls``, a
+        list of both, made in order until one raises: the reply's ``results`` are those of the
+        calls that returned, its ``error`` that of the one that raised)."""
         import torch
 
         import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
@@ -194,21 +197,20 @@ class Runner:
         owner = self.handles.get(header["target"][1]) if header["target"][0] == "h" else None
         if isinstance(owner, torch.nn.Module):
             grad_inputs += [p for _, p in owner.named_parameters() if p.requires_grad]
-        result, error = None, None
+        batch = payload.get("calls")
         self.frames.append(frame)
         try:
             with torch.set_grad_enabled(bool(header.get("grad"))):
-                try:
-                    result = fn(*payload["args"], **payload["kwargs"])
-                except BaseException as exc:
-                    error = _describe_error(exc, "")
+                result, error = _invoke(fn, payload, batch)
         finally:
             self.frames.pop()
         refs = {id(obj): k for k, obj in memo.items()}
         referenced: set[int] = set()
         enc = self.encoder(refs, referenced)
         reply: dict[str, Any] = {"error": error, "rng": enc.encode(self.rng.outgoing())}
-        if error is None:
+        if batch is not None:
+            reply["results"] = [enc.encode(r) for r in result]
+        elif error is None:
             reply["result"] = enc.encode(result)
             outputs = _graph_outputs(result)
             if outputs and grad_inputs:
@@ -410,6 +412,24 @@ class _Loader(pickle.Unpickler):
         if state is not None:
             self.runner.apply_state(hid, state)
         return obj
+
+
+def _invoke(fn: Any, payload: dict[str, Any], batch: list[Any] | None
+            ) -> tuple[Any, dict[str, Any] | None]:
+    """Make the call (or the batch's calls, in order, as a loop in the grader would, until one
+    raises); return its result (the list of results) and the described error, if any."""
+    if batch is None:
+        try:
+            return fn(*payload["args"], **payload["kwargs"]), None
+        except BaseException as exc:
+            return None, _describe_error(exc, "")
+    results: list[Any] = []
+    for args, kwargs in batch:
+        try:
+            results.append(fn(*args, **kwargs))
+        except BaseException as exc:
+            return results, _describe_error(exc, "")
+    return results, None
 
 
 def _apply_module_state(module: Any, state: dict[str, Any]) -> None:

@@ -53,9 +53,16 @@ READY = b"ready"
 # --------------------------------------------------------------------------- the zygote process
 
 def _preload() -> None:
-    """Import what a submission's first cell would: the libraries and the public package, and
-    SciPy's statistics where it is installed (Exercise 4 tells students to use ``scipy.stats``:
-    imported in each sandbox it cost about 0.5 s of every Exercise 4 submission)."""
+    """Import what a submission's first cell would (the libraries and the public package) and
+    what the first calls of its tests would import lazily, each in every sandbox:
+
+    * SciPy's statistics, where installed (Exercise 4 tells students to use ``scipy.stats``):
+      about 0.5 s of every Exercise 4 submission;
+    * ``torch.fx.experimental.symbolic_shapes`` (and SymPy), which ``torch.autograd.grad``
+      imports on its first call with explicit output gradients: about 0.2 s of every
+      submission whose tests check a gradient.
+
+    Imports only: nothing here starts a thread or touches CUDA."""
     import importlib
     import pkgutil
 
@@ -63,6 +70,7 @@ def _preload() -> None:
     import numpy  # noqa: F401
     import torch  # noqa: F401
 
+    importlib.import_module("torch.fx.experimental.symbolic_shapes")
     with contextlib.suppress(ImportError):
         importlib.import_module("scipy.stats")
     for info in pkgutil.walk_packages(dropout_course.__path__, "dropout_course."):

@@ -31,6 +31,7 @@ from .core import (
     fail,
     passed,
     run_student,
+    run_student_many,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "passed",
     "questions",
     "run_student",
+    "run_student_many",
     "stats",
     "tensors",
     "tracebacks",

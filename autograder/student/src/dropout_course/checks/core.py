@@ -22,6 +22,7 @@ __all__ = [
     "not_written_error",
     "passed",
     "run_student",
+    "run_student_many",
     "warnings_to_stdout",
 ]
 
@@ -129,13 +130,52 @@ def run_student(
     """
     try:
         return call_quietly(fn, args, kwargs)
-    except NotImplementedError:
-        raise not_written_error(describe_call(fn, args, kwargs)) from None
     except Exception as err:
-        raise AssertionError(
-            f"{describe_call(fn, args, kwargs)} raised {type(err).__name__}: {err}\n"
-            f"  What to check: {hint}"
-        ) from err
+        raise _raised(fn, args, kwargs, err, hint) from _cause(err)
+
+
+def _raised(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any] | None,
+            err: Exception, hint: str) -> AssertionError:
+    """The failure for a student's call that raised ``err``."""
+    if isinstance(err, NotImplementedError):
+        return not_written_error(describe_call(fn, args, kwargs))
+    return AssertionError(
+        f"{describe_call(fn, args, kwargs)} raised {type(err).__name__}: {err}\n"
+        f"  What to check: {hint}"
+    )
+
+
+def _cause(err: Exception) -> Exception | None:
+    return None if isinstance(err, NotImplementedError) else err
+
+
+def run_student_many(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+    hint: str = "read the error above and the function's docstring",
+) -> list[Any]:
+    """``[run_student(fn, *args, hint=hint, **kwargs) for args, kwargs in calls]``: the same
+    results, the same failure for the first call that raises, later calls never made.
+
+    For checks that call a student's function many times on inputs made beforehand (a seeded
+    loop): where ``fn`` runs in another process, the grader's stand-in for it offers
+    ``__dropout_call_many__`` and the calls cost one round trip instead of one each. The calls
+    run in order, so state they share (a generator, the global random state) flows from one to
+    the next as it would in the loop.
+    """
+    many = getattr(type(fn), "__dropout_call_many__", None)
+    if many is None:
+        return [run_student(fn, *args, hint=hint, **kwargs) for args, kwargs in calls]
+    batch = [(tuple(args), dict(kwargs)) for args, kwargs in calls]
+    try:
+        results, err = call_quietly(many, (fn, batch))
+    except Exception as exc:  # the batch itself failed: no call can be named
+        raise AssertionError(f"calling {describe_call(fn)} raised {type(exc).__name__}: {exc}\n"
+                             f"  What to check: {hint}") from exc
+    if err is not None:
+        args, kwargs = batch[len(results)]
+        raise _raised(fn, args, kwargs, err, hint) from _cause(err)
+    return results
 
 
 def expect_equal(actual: Any, expected: Any, what: str, hint: str) -> None:
@@ -161,25 +201,27 @@ def expect_raises(
 ) -> BaseException:
     """Fail unless ``fn(*args, **kwargs)`` raises one of ``errors``; return the exception.
 
-    ``why`` says in plain words what is wrong with the input (e.g. "an empty history").
+    ``why`` says in plain words what is wrong with the input (e.g. "an empty history"). The
+    call is rendered only when it failed (a tensor's repr costs about a millisecond).
     """
     errors = errors if isinstance(errors, tuple) else (errors,)
     names = " or ".join(e.__name__ for e in errors)
-    call = describe_call(fn, args, kwargs)
     try:
         result = call_quietly(fn, args, kwargs)
     except errors as err:
         return err
     except NotImplementedError:
-        raise not_written_error(call) from None
+        raise not_written_error(describe_call(fn, args, kwargs)) from None
     except Exception as err:
         raise AssertionError(
-            f"{call} should raise {names} ({why}), but raised {type(err).__name__}: {err}\n"
+            f"{describe_call(fn, args, kwargs)} should raise {names} ({why}), but raised "
+            f"{type(err).__name__}: {err}\n"
             f"  What to check: validate the input at the start and raise {names} "
             "with a message that names the bad argument."
         ) from err
     fail(
-        f"{call} should raise {names} ({why}), but it returned {short_repr(result)}",
+        f"{describe_call(fn, args, kwargs)} should raise {names} ({why}), but it returned "
+        f"{short_repr(result)}",
         f"validate the input at the start and raise {names} with a message that names "
         "the bad argument.",
     )

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core import describe_call, expect, expect_equal, fail, run_student, short_repr
+from .core import (
+    describe_call,
+    expect,
+    expect_equal,
+    fail,
+    run_student,
+    run_student_many,
+    short_repr,
+)
 from .devices import available_devices
 from .stats import DEFAULT_FALSE_FAILURE, same_subset_probability
 
@@ -181,26 +189,29 @@ def check_parameter_count(
 # --------------------------------------------------------------------------- early stopping
 
 
-def _early_stopping_result(
-    fn: Callable[..., Any], val_losses: Any, patience: int
-) -> tuple[int, int]:
-    call = describe_call(fn, (val_losses, patience))
-    original = copy.deepcopy(val_losses)
-    result = run_student(fn, val_losses, patience)
-    expect(
-        isinstance(result, tuple)
-        and len(result) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in result),
-        f"{call} returned {short_repr(result)}; expected a tuple of two ints "
-        "(best_epoch, stop_epoch)",
-        "return plain ints, e.g. `return int(best), int(stop)`.",
-    )
-    same = (
-        np.array_equal(np.asarray(original), np.asarray(val_losses))
-        and type(original) is type(val_losses)
-    )
-    expect(same, f"{call} modified its input", "never sort or change val_losses in place.")
-    return result
+def _early_stopping_results(
+    fn: Callable[..., Any], cases: Sequence[tuple[Any, int]]
+) -> list[tuple[int, int]]:
+    """``fn(val_losses, patience)`` for each case, in one batch; each result must be a tuple
+    of two ints and leave its input unchanged."""
+    originals = [copy.deepcopy(val_losses) for val_losses, _ in cases]
+    results = run_student_many(fn, [((val_losses, patience), {}) for val_losses, patience in cases])
+    for (val_losses, patience), original, result in zip(cases, originals, results, strict=True):
+        call = describe_call(fn, (val_losses, patience))
+        expect(
+            isinstance(result, tuple)
+            and len(result) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in result),
+            f"{call} returned {short_repr(result)}; expected a tuple of two ints "
+            "(best_epoch, stop_epoch)",
+            "return plain ints, e.g. `return int(best), int(stop)`.",
+        )
+        same = (
+            np.array_equal(np.asarray(original), np.asarray(val_losses))
+            and type(original) is type(val_losses)
+        )
+        expect(same, f"{call} modified its input", "never sort or change val_losses in place.")
+    return results
 
 
 def check_early_stopping(
@@ -210,7 +221,7 @@ def check_early_stopping(
     expected: tuple[int, int],
 ) -> None:
     """Check ``early_stopping_epoch(val_losses, patience) == expected`` (exact)."""
-    result = _early_stopping_result(fn, val_losses, patience)
+    result = _early_stopping_results(fn, [(val_losses, patience)])[0]
     expect(
         result == tuple(expected),
         f"{describe_call(fn, (val_losses, patience))} returned (best_epoch, stop_epoch) = "
@@ -231,13 +242,16 @@ def check_early_stopping_invariants(
     L[0..s]; s - b <= P; and either s - b == P (stopped) or s is the last epoch.
     """
     rng = np.random.default_rng(seed)
+    cases = []
     for _ in range(n_cases):
         n = int(rng.integers(1, 40))
         epochs = np.arange(n)
         curve = 1.0 / (1.0 + epochs) + 0.02 * epochs * rng.uniform(0, 1)
         losses = [float(v) for v in curve + rng.normal(0.0, 0.05, size=n)]
-        patience = int(rng.integers(1, 8))
-        best, stop = _early_stopping_result(fn, losses, patience)
+        cases.append((losses, int(rng.integers(1, 8))))
+    for (losses, patience), (best, stop) in zip(
+            cases, _early_stopping_results(fn, cases), strict=True):
+        n = len(losses)
         call = describe_call(fn, (losses, patience))
         hint = "re-read the rules in the docstring and test your code on this curve by hand."
         if not 0 <= best <= stop < n:

@@ -31,7 +31,7 @@ from .stats import (
     binomial_spread_lower_bound,
     hoeffding_half_width,
 )
-from .tensors import device_dtype_cases, generator_on, positive, ulps
+from .tensors import call_tensor_fn_many, device_dtype_cases, generator_on, positive, ulps
 
 __all__ = [
     "INVALID_P",
@@ -144,7 +144,9 @@ def check_drop_count_varies(dropout: Callable[..., Any], p: float, n: int = 1000
     for device, dtype in cases:
         x = positive((n,), device, dtype, seed=17)
         gen = generator_on(device, seed)
-        counts = [int((_call(dropout, x, p, True, gen) == 0).sum()) for _ in range(calls)]
+        outs = call_tensor_fn_many(
+            dropout, [((x, p), {"training": True, "generator": gen})] * calls)
+        counts = [int((out == 0).sum()) for out in outs]
         spread = sum((k - n * p) ** 2 for k in counts)
         expect(
             spread > bound,

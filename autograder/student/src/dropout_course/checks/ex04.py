@@ -36,6 +36,7 @@ from .core import (
     expect_raises,
     fail,
     run_student,
+    run_student_many,
     short_repr,
 )
 from .devices import available_devices
@@ -602,10 +603,16 @@ def check_enable_mc_invalid(enable_mc_dropout: Callable[..., Any]) -> None:
 # --------------------------------------------------------------------------- task 5: verdict
 
 
-def _verdict_result(fn: Callable[..., Any], a: Any, b: Any, alpha: float
-                    ) -> tuple[float, float, str, str]:
-    call = describe_call(fn, (a, b), {"alpha": alpha})
-    result = run_student(fn, a, b, alpha=alpha)
+def _verdict_results(fn: Callable[..., Any], cases: Sequence[tuple[Any, Any, float]]
+                     ) -> list[tuple[float, float, str, str]]:
+    """``fn(a, b, alpha=alpha)`` for each case, in one batch: (mean_diff, std_err, verdict,
+    the call as text) each, after checking the result's types."""
+    results = run_student_many(fn, [((a, b), {"alpha": alpha}) for a, b, alpha in cases])
+    return [_verdict_parts(describe_call(fn, (a, b), {"alpha": alpha}), result)
+            for (a, b, alpha), result in zip(cases, results, strict=True)]
+
+
+def _verdict_parts(call: str, result: Any) -> tuple[float, float, str, str]:
     expect(isinstance(result, tuple) and len(result) == 3,
            f"{call} returned {short_repr(result)}; expected (mean_diff, std_err, verdict)",
            "return the three values as one tuple, in the order (mean_diff, std_err, verdict).")
@@ -652,11 +659,18 @@ def _verdict_hint(n: int, alpha: float, mean: float, err: float, verdict: str) -
     return hint
 
 
-def _judge(fn: Callable[..., Any], a: Any, b: Any, alpha: float,
-           expected: tuple[float, float, str]) -> None:
-    mean, err, verdict, call = _verdict_result(fn, a, b, alpha)
+def _judge(fn: Callable[..., Any], cases: Sequence[tuple[Any, Any, float]],
+           expected: Sequence[tuple[float, float, str]]) -> None:
+    """Each case's answer against its expected (mean_diff, std_err, verdict)."""
+    for (a, _b, alpha), got, want in zip(cases, _verdict_results(fn, cases), expected,
+                                         strict=True):
+        _judge_one(got, len(list(a)), alpha, want)
+
+
+def _judge_one(got: tuple[float, float, str, str], n: int, alpha: float,
+               expected: tuple[float, float, str]) -> None:
+    mean, err, verdict, call = got
     want_mean, want_err, want_verdict = expected
-    n = len(list(a))
     tol = 1e-9 * max(1.0, abs(want_mean), want_err)
     expect(math.isclose(mean, want_mean, rel_tol=1e-9, abs_tol=tol),
            f"{call}: mean_diff is {mean!r}; expected {want_mean!r}",
@@ -690,7 +704,7 @@ def check_paired_verdict(paired_verdict: Callable[..., Any], with_dropout: Seque
     once by the course staff, so a wrong formula in this library could not agree with a wrong
     answer); the inputs are not modified. Exact."""
     a, b = list(with_dropout), list(without_dropout)
-    _judge(paired_verdict, a, b, alpha, _expected_case(expected))
+    _judge(paired_verdict, [(a, b, alpha)], [_expected_case(expected)])
     expect(a == list(with_dropout) and b == list(without_dropout),
            f"{_name(paired_verdict)} modified its inputs", "only read the two lists.")
 
@@ -704,6 +718,7 @@ def check_paired_verdict_random(paired_verdict: Callable[..., Any],
     whose |mean_diff| is within 1e-6 (relative) of t* * std_err are skipped, so rounding, or a
     p-value computed instead of a critical value, cannot decide them. Exact."""
     rng = np.random.default_rng(seed)
+    cases, answers = [], []
     for _ in range(n_cases):
         n = int(rng.integers(2, 13))
         base = rng.uniform(0.6, 0.95, n)
@@ -717,7 +732,9 @@ def check_paired_verdict_random(paired_verdict: Callable[..., Any],
         bar = t_critical(alpha, n - 1) * expected[1]
         if abs(abs(expected[0]) - bar) <= 1e-6 * max(bar, 1e-12):
             continue
-        _judge(paired_verdict, *args, alpha, expected)
+        cases.append((*args, alpha))
+        answers.append(expected)
+    _judge(paired_verdict, cases, answers)
 
 
 def check_paired_verdict_invalid(paired_verdict: Callable[..., Any]) -> None:

@@ -6,15 +6,16 @@ dtype" mean the same thing in every exercise (:mod:`dropout_course.checks.device
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .core import expect, run_student
+from .core import expect, run_student, run_student_many
 from .devices import available_devices, float_dtypes
 
-__all__ = ["call_tensor_fn", "device_dtype_cases", "generator_on", "positive", "ulps"]
+__all__ = ["call_tensor_fn", "call_tensor_fn_many", "device_dtype_cases", "generator_on",
+           "positive", "ulps"]
 
 
 def positive(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
@@ -45,7 +46,21 @@ def ulps(dtype: torch.dtype, count: float = 4.0) -> float:
 
 def call_tensor_fn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
     """Call a student's function; the result must be a tensor."""
-    out = run_student(fn, *args, **kwargs)
+    return _tensor_result(fn, run_student(fn, *args, **kwargs), args, kwargs)
+
+
+def call_tensor_fn_many(fn: Callable[..., Any],
+                        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]
+                        ) -> list[torch.Tensor]:
+    """:func:`call_tensor_fn` for each ``(args, kwargs)`` of ``calls``, made in one batch
+    (:func:`~dropout_course.checks.core.run_student_many`)."""
+    outs = run_student_many(fn, calls)
+    return [_tensor_result(fn, out, args, kwargs)
+            for (args, kwargs), out in zip(calls, outs, strict=True)]
+
+
+def _tensor_result(fn: Callable[..., Any], out: Any, args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> torch.Tensor:
     name = getattr(fn, "__name__", "the function")
     expect(
         isinstance(out, torch.Tensor),
