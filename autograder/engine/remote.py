@@ -209,50 +209,50 @@ class Session:
         header, blobs, frame, grad_refs = self._exchange(target, payload)
         return self._finish(header, blobs, frame, grad_refs, owner, instance_class)
 
-    def call_many(self, target: list[Any], calls: list[tuple[tuple, dict]]
-                  ) -> tuple[list[Any], BaseException | None]:
+    def call_many(self, target: list[Any], calls: list[tuple[tuple, dict]], stop: bool = True
+                  ) -> list[tuple[Any, BaseException | None]]:
         """Run ``target(*args, **kwargs)`` for each ``(args, kwargs)`` of ``calls`` in order, as
-        a loop of :meth:`call` would, in one round trip; stop at the first call that raises.
-        Return the results of the calls that returned and the student's exception from the
-        one that raised (None when none did). A batch whose arguments need autograd across the
-        boundary is made one call at a time (its results carry graphs)."""
+        a loop of :meth:`call` would, in one round trip; with ``stop`` the calls after the first
+        that raises are not made. Return, per call made, ``(result, None)`` or ``(None, the
+        student's exception)``. A batch whose arguments need autograd across the boundary is
+        made one call at a time (its results carry graphs)."""
         if not calls:
-            return [], None
+            return []
         agreed = self.rng.synced
-        payload = {"calls": [(tuple(a), dict(k)) for a, k in calls], "rng": self.rng.outgoing(),
-                   "self_state": None}
+        payload = {"calls": [(tuple(a), dict(k)) for a, k in calls], "stop": stop,
+                   "rng": self.rng.outgoing(), "self_state": None}
         try:
             # each call may take the call limit, as each would in a loop
             header, blobs, frame, _ = self._exchange(
                 target, payload, timeout=len(calls) * self.sandbox.limits.call_seconds)
         except _NeedsGraph:
             self.rng.synced = agreed  # nothing was sent: the agreed state is still the last one
-            return self._call_each(target, calls)
+            return self._call_each(target, calls, stop)
         with self.reading():
             try:
                 decoder = self._finish_common(header, blobs, frame, None)
-                error = header.get("error")
-                encoded = header.get("results")
-                if not isinstance(encoded, list) or len(encoded) > len(calls) or (
-                        error is None) != (len(encoded) == len(calls)):
-                    raise wire.WireError("malformed results of a batch of calls")
-                results = [decoder.decode(r) for r in encoded]
-                raised = remote_error(error, self) if error is not None else None
+                if header.get("error") is not None:
+                    raise wire.WireError("an error for a batch of calls as a whole")
+                outcomes = _batch_outcomes(header.get("outcomes"), len(calls), stop)
+                found = [(decoder.decode(value), None) if ok else (None, remote_error(value, self))
+                         for ok, value in outcomes]
             finally:
                 self._pending = None
-        return results, raised
+        return found
 
-    def _call_each(self, target: list[Any], calls: list[tuple[tuple, dict]]
-                   ) -> tuple[list[Any], BaseException | None]:
-        results: list[Any] = []
+    def _call_each(self, target: list[Any], calls: list[tuple[tuple, dict]], stop: bool
+                   ) -> list[tuple[Any, BaseException | None]]:
+        found: list[tuple[Any, BaseException | None]] = []
         for args, kwargs in calls:
             try:
-                results.append(self.call(target, args, kwargs))
+                found.append((self.call(target, args, kwargs), None))
             except SandboxGone:
                 raise
             except Exception as exc:  # the student's error, rebuilt by remote_error
-                return results, exc
-        return results, None
+                found.append((None, exc))
+                if stop:
+                    break
+        return found
 
     def _exchange(self, target: list[Any], payload: dict[str, Any],
                   timeout: float | None = None) -> tuple[dict, list, _Frame, list[int]]:
@@ -483,11 +483,11 @@ class RemoteFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.call(["name", self.__name__], args, kwargs)
 
-    def __dropout_call_many__(self, calls: list[tuple[tuple, dict]]
-                              ) -> tuple[list[Any], BaseException | None]:
-        """The checks' batch protocol (``dropout_course.checks.core.run_student_many``): every
-        call in one round trip."""
-        return self._session.call_many(["name", self.__name__], calls)
+    def __dropout_call_many__(self, calls: list[tuple[tuple, dict]], stop: bool = True
+                              ) -> list[tuple[Any, BaseException | None]]:
+        """The checks' batch protocol (``dropout_course.checks.core.run_student_many`` and
+        ``expect_raises_many``): every call in one round trip (:meth:`Session.call_many`)."""
+        return self._session.call_many(["name", self.__name__], calls, stop)
 
     def __repr__(self) -> str:
         return f"<function {self.__name__}>"
@@ -760,6 +760,23 @@ def _refused_forward_inputs(args: list[Any], kwargs: dict[str, Any]) -> str | No
         return (f"the checks' models take at most {MAX_FORWARD_INPUT_BYTES >> 20} MiB of input "
                 f"at once, not {size >> 20} MiB")
     return None
+
+
+def _batch_outcomes(outcomes: Any, n: int, stop: bool) -> list[list[Any]]:
+    """A batch reply's outcomes, ``[ok, value]`` each, if they answer ``n`` calls: one per call,
+    or (with ``stop``) fewer, ending at the one that raised; else :class:`wire.WireError`."""
+    if not isinstance(outcomes, list) or not all(
+            isinstance(o, list) and len(o) == 2 and type(o[0]) is bool for o in outcomes):
+        raise wire.WireError("malformed outcomes of a batch of calls")
+    failed = [i for i, (ok, _) in enumerate(outcomes) if not ok]
+    if stop:
+        answered = failed in ([], [len(outcomes) - 1]) and (
+            len(outcomes) == n or (failed and len(outcomes) < n))
+    else:
+        answered = len(outcomes) == n
+    if not answered:
+        raise wire.WireError("the outcomes do not answer the batch of calls")
+    return outcomes
 
 
 def remote_error(err: dict[str, Any], session: Session) -> BaseException:

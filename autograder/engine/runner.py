@@ -177,8 +177,8 @@ class Runner:
 
     def call(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list]:
         """Run one call (the payload's ``args`` and ``kwargs``) or a batch (its ``calls``, a
-        list of both, made in order until one raises: the reply's ``results`` are those of the
-        calls that returned, its ``error`` that of the one that raised)."""
+        list of both, made in order, until one raises if its ``stop`` is true): the reply's
+        ``outcomes`` say what each call made returned or raised."""
         import torch
 
         import autograder.engine.wire as wire  # noqa: PLR0402 - names the module it imports
@@ -201,7 +201,7 @@ class Runner:
         self.frames.append(frame)
         try:
             with torch.set_grad_enabled(bool(header.get("grad"))):
-                result, error = _invoke(fn, payload, batch)
+                result, error = _invoke(fn, payload, batch, bool(payload.get("stop", True)))
         finally:
             self.frames.pop()
         refs = {id(obj): k for k, obj in memo.items()}
@@ -209,7 +209,7 @@ class Runner:
         enc = self.encoder(refs, referenced)
         reply: dict[str, Any] = {"error": error, "rng": enc.encode(self.rng.outgoing())}
         if batch is not None:
-            reply["results"] = [enc.encode(r) for r in result]
+            reply["outcomes"] = [[ok, enc.encode(value) if ok else value] for ok, value in result]
         elif error is None:
             reply["result"] = enc.encode(result)
             outputs = _graph_outputs(result)
@@ -414,22 +414,25 @@ class _Loader(pickle.Unpickler):
         return obj
 
 
-def _invoke(fn: Any, payload: dict[str, Any], batch: list[Any] | None
+def _invoke(fn: Any, payload: dict[str, Any], batch: list[Any] | None, stop: bool = True
             ) -> tuple[Any, dict[str, Any] | None]:
-    """Make the call (or the batch's calls, in order, as a loop in the grader would, until one
-    raises); return its result (the list of results) and the described error, if any."""
+    """Make the call and return its result and the described error, if any; or make the
+    batch's calls in order (as a loop in the grader would, until one raises when ``stop``) and
+    return their outcomes, ``[True, result]`` or ``[False, described error]`` each."""
     if batch is None:
         try:
             return fn(*payload["args"], **payload["kwargs"]), None
         except BaseException as exc:
             return None, _describe_error(exc, "")
-    results: list[Any] = []
+    outcomes: list[Any] = []
     for args, kwargs in batch:
         try:
-            results.append(fn(*args, **kwargs))
+            outcomes.append([True, fn(*args, **kwargs)])
         except BaseException as exc:
-            return results, _describe_error(exc, "")
-    return results, None
+            outcomes.append([False, _describe_error(exc, "")])
+            if stop:
+                break
+    return outcomes, None
 
 
 def _apply_module_state(module: Any, state: dict[str, Any]) -> None:

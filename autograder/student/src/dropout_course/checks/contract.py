@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .core import describe_call, expect, expect_raises, fail, short_repr
+from .core import RaisesCase, describe_call, expect, expect_raises_many, fail, short_repr
 from .tensors import call_tensor_fn, device_dtype_cases, generator_on, positive
 
 __all__ = [
@@ -144,13 +144,12 @@ def check_invalid_p(fn: Callable[..., Any], shape: tuple[int, ...] = (4,),
                     extra: Extra = None) -> None:
     """p outside [0, 1], NaN, infinite or not a real number raises ValueError naming p, also
     when training=False, for tensors on every device in float32 and float64. Exact."""
-    for (device, dtype), p, training in itertools.product(
-        device_dtype_cases((torch.float32, torch.float64)), INVALID_P, (True, False)
-    ):
-        x = torch.ones(shape, device=device, dtype=dtype)
-        kwargs = {"training": training, **(extra or {})}
-        err = expect_raises(fn, (x, p), ValueError, f"p={p!r} is not a probability",
-                            kwargs=kwargs)
+    cases: list[RaisesCase] = [
+        ((torch.ones(shape, device=device, dtype=dtype), p),
+         {"training": training, **(extra or {})}, ValueError, f"p={p!r} is not a probability")
+        for (device, dtype), p, training in itertools.product(
+            device_dtype_cases((torch.float32, torch.float64)), INVALID_P, (True, False))]
+    for ((x, p), kwargs, _, _), err in zip(cases, expect_raises_many(fn, cases), strict=True):
         if "p" not in str(err):  # the call is rendered only on failure: a tensor's repr is slow
             fail(f"{describe_call(fn, (x, p), kwargs)} raised ValueError({str(err)!r}), which "
                  "does not name p",

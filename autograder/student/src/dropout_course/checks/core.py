@@ -18,6 +18,7 @@ __all__ = [
     "expect",
     "expect_equal",
     "expect_raises",
+    "expect_raises_many",
     "fail",
     "not_written_error",
     "passed",
@@ -168,14 +169,14 @@ def run_student_many(
         return [run_student(fn, *args, hint=hint, **kwargs) for args, kwargs in calls]
     batch = [(tuple(args), dict(kwargs)) for args, kwargs in calls]
     try:
-        results, err = call_quietly(many, (fn, batch))
+        outcomes = call_quietly(many, (fn, batch))
     except Exception as exc:  # the batch itself failed: no call can be named
         raise AssertionError(f"calling {describe_call(fn)} raised {type(exc).__name__}: {exc}\n"
                              f"  What to check: {hint}") from exc
-    if err is not None:
-        args, kwargs = batch[len(results)]
-        raise _raised(fn, args, kwargs, err, hint) from _cause(err)
-    return results
+    for (args, kwargs), (_, err) in zip(batch, outcomes, strict=False):
+        if err is not None:
+            raise _raised(fn, args, kwargs, err, hint) from _cause(err)
+    return [value for value, _ in outcomes]
 
 
 def expect_equal(actual: Any, expected: Any, what: str, hint: str) -> None:
@@ -205,14 +206,48 @@ def expect_raises(
     call is rendered only when it failed (a tensor's repr costs about a millisecond).
     """
     errors = errors if isinstance(errors, tuple) else (errors,)
-    names = " or ".join(e.__name__ for e in errors)
     try:
         result = call_quietly(fn, args, kwargs)
     except errors as err:
         return err
-    except NotImplementedError:
-        raise not_written_error(describe_call(fn, args, kwargs)) from None
     except Exception as err:
+        return _expected_error(fn, args, kwargs, errors, why, None, err)
+    return _expected_error(fn, args, kwargs, errors, why, result, None)
+
+
+RaisesCase = tuple[Sequence[Any], Mapping[str, Any] | None,
+                   type[BaseException] | tuple[type[BaseException], ...], str]
+
+
+def expect_raises_many(fn: Callable[..., Any], cases: Sequence[RaisesCase]
+                       ) -> list[BaseException]:
+    """:func:`expect_raises` for each ``(args, kwargs, errors, why)`` of ``cases``, judged in
+    order (the first case that fails is the failure); return the exceptions.
+
+    Where ``fn`` runs in another process (see :func:`run_student_many`) every call is made, in
+    order, in one round trip before any is judged."""
+    many = getattr(type(fn), "__dropout_call_many__", None)
+    if many is None:
+        return [expect_raises(fn, args, errors, why, kwargs=kwargs)
+                for args, kwargs, errors, why in cases]
+    batch = [(tuple(args), dict(kwargs or {})) for args, kwargs, _, _ in cases]
+    outcomes = call_quietly(many, (fn, batch, False))
+    return [_expected_error(fn, args, kwargs, errors if isinstance(errors, tuple) else (errors,),
+                            why, value, err)
+            for (args, kwargs, errors, why), (value, err) in zip(cases, outcomes, strict=True)]
+
+
+def _expected_error(fn: Callable[..., Any], args: Sequence[Any],
+                    kwargs: Mapping[str, Any] | None, errors: tuple[type[BaseException], ...],
+                    why: str, result: Any, err: BaseException | None) -> BaseException:
+    """The exception ``err`` if it is one of ``errors``; else the failure of a call that should
+    have raised one of them and returned ``result`` (``err`` None) or raised ``err``."""
+    if err is not None and isinstance(err, errors):
+        return err
+    if isinstance(err, NotImplementedError):
+        raise not_written_error(describe_call(fn, args, kwargs)) from None
+    names = " or ".join(e.__name__ for e in errors)
+    if err is not None:
         raise AssertionError(
             f"{describe_call(fn, args, kwargs)} should raise {names} ({why}), but raised "
             f"{type(err).__name__}: {err}\n"

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import contract
-from .core import expect, expect_raises, fail, run_student, short_repr
+from .core import expect, expect_raises, expect_raises_many, fail, run_student, short_repr
 from .devices import available_devices
 from .masks import expect_drop_count, expect_fresh_masks, expect_independent_neighbours
 from .modules import (
@@ -134,9 +134,8 @@ def _expect_all_or_nothing(out: torch.Tensor, wanted: torch.Tensor, unit_dims: t
 
 def _expect_raises_on_shape(fn: Callable[..., Any], shapes: list[tuple[int, ...]],
                             requirement: str, **kwargs: Any) -> None:
-    for shape in shapes:
-        expect_raises(fn, (torch.ones(shape), 0.5), ValueError,
-                      f"x of shape {shape} is not {requirement}", kwargs=kwargs)
+    expect_raises_many(fn, [((torch.ones(shape), 0.5), kwargs, ValueError,
+                             f"x of shape {shape} is not {requirement}") for shape in shapes])
 
 
 # --------------------------------------------------------------------------- spatial dropout

@@ -34,6 +34,7 @@ from .core import (
     expect,
     expect_equal,
     expect_raises,
+    expect_raises_many,
     fail,
     run_student,
     run_student_many,
@@ -751,5 +752,4 @@ def check_paired_verdict_invalid(paired_verdict: Callable[..., Any]) -> None:
              (([0.9, 0.8], [0.8, 0.7]), {"alpha": -0.05}, "a negative alpha"),
              (([0.9, 0.8], [0.8, 0.7]), {"alpha": 5.0}, "alpha = 5 (a percentage?)"),
              (([0.9, 0.8], [0.8, 0.7]), {"alpha": float("nan")}, "alpha is NaN")]
-    for args, kwargs, why in cases:
-        expect_raises(fn, args, ValueError, why, kwargs=kwargs)
+    expect_raises_many(fn, [(args, kwargs, ValueError, why) for args, kwargs, why in cases])
