@@ -183,6 +183,23 @@ def test_warm_and_cold_sandboxes_measure_the_same_protections() -> None:
 
 
 @pytest.mark.slow
+def test_the_self_test_forks_its_probe_from_a_light_zygote() -> None:
+    """The self-test's probe (exec'd after the jail) is forked by a zygote of its own that
+    imported none of the libraries (no torch mapped), while submissions keep the full one; the
+    self-test still finds every protection, and the same ones as through the full zygote."""
+    sb.stop_zygote("probe")
+    measured = sb.self_test(sb.Limits(**SHORT_LIMITS))
+    assert "probe" in sb._WARM  # started by the self-test
+    probe, full = sb.warm_zygote(kind="probe"), sb.warm_zygote()
+    assert probe.zygote.proc.pid != full.zygote.proc.pid
+    maps = {pid: Path(f"/proc/{pid}/maps").read_text() for pid in (
+        probe.zygote.proc.pid, full.zygote.proc.pid)}
+    assert "libtorch" not in maps[probe.zygote.proc.pid]
+    assert "libtorch" in maps[full.zygote.proc.pid]
+    assert not measured.lost()
+
+
+@pytest.mark.slow
 def test_a_dead_zygote_is_replaced(tmp_path: Path) -> None:
     old = sb.warm_zygote()
     old.zygote.proc.kill()

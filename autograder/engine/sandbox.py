@@ -385,22 +385,28 @@ _WARM_LOCK = threading.Lock()
 _WARM_HOOKS: set[str] = set()
 
 
-def warm_zygote(wait: bool = True) -> WarmStart:
+def warm_zygote(wait: bool = True, kind: str = "zygote") -> WarmStart:
     """This process's zygote, started on first use (and again if it died). ``wait=False``
-    returns at once, the zygote still importing (a worker starts it while it loads)."""
+    returns at once, the zygote still importing (a worker starts it while it loads).
+
+    ``kind="probe"``: the zygote of the trusted programs that replace the runner (the
+    self-test's probe), which are exec'd after the jail: the same zygote, jail and fork, but
+    without the libraries a submission uses (``zygote.py --light``: about 0.1 s to start
+    instead of about 2 s of CPU, which the grading command's own self-test paid while its
+    workers started)."""
     with _WARM_LOCK:
-        warm = _WARM.get("zygote")
+        warm = _WARM.get(kind)
         if warm is not None and not warm.zygote.alive():
-            stop_zygote()
+            stop_zygote(kind)
             warm = None
         if warm is None:
             folder = Path(tempfile.mkdtemp(prefix="dropout-zygote-"))
             os.chmod(folder, 0o755)
             library = prepare_workdir(folder) / ".grader"
             zygote = Zygote(sys.executable, str(library / "autograder" / "engine" / "zygote.py"),
-                            sandbox_env())
-            warm = _WARM["zygote"] = WarmStart(zygote, str(library), folder)
-            if len(_WARM) == 1 and "atexit" not in _WARM_HOOKS:
+                            sandbox_env(), light=kind == "probe")
+            warm = _WARM[kind] = WarmStart(zygote, str(library), folder)
+            if "atexit" not in _WARM_HOOKS:
                 import atexit
 
                 atexit.register(stop_zygote)
@@ -409,7 +415,7 @@ def warm_zygote(wait: bool = True) -> WarmStart:
         try:
             warm.zygote.ready()
         except ZygoteError:
-            stop_zygote()
+            stop_zygote(kind)
             raise
     return warm
 
@@ -420,12 +426,14 @@ def warm_zygote_peak() -> int | None:
     return None if warm is None else warm.zygote.peak_memory()
 
 
-def stop_zygote() -> None:
-    """End this process's zygote and remove its library copy (nothing if there is none)."""
-    warm = _WARM.pop("zygote", None)
-    if warm is not None:
-        warm.zygote.close()
-        shutil.rmtree(warm.folder, ignore_errors=True)
+def stop_zygote(kind: str | None = None) -> None:
+    """End this process's zygote of ``kind`` (default: every one) and remove its library copy
+    (nothing if there is none)."""
+    for name in [kind] if kind is not None else list(_WARM):
+        warm = _WARM.pop(name, None)
+        if warm is not None:
+            warm.zygote.close()
+            shutil.rmtree(warm.folder, ignore_errors=True)
 
 
 class Sandbox:
@@ -535,7 +543,7 @@ class Sandbox:
             return None
         cold_binds = list(cfg["ro_binds"])
         try:
-            warm = warm_zygote()
+            warm = warm_zygote(kind="zygote" if self.command is None else "probe")
             # Where the zygote imported its modules from: bound read-only at the same path.
             cfg.update(in_process=self.command is None, ro_binds=[*cold_binds, warm.library])
             return warm.zygote.spawn(cfg, {"go_fd": go_r, "req_r": req_r, "rep_w": rep_w,
