@@ -407,3 +407,30 @@ def test_nbgrader_without_its_server_extensions_until_needed() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=grading.COURSE_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-3000:]
+
+
+def test_the_gradebook_migrations_head_is_read_in_process(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbgrader's own ``get_alembic_version`` (the ``alembic heads`` command) and
+    ``alembic_head`` (alembic's API, in this process) name the same revision; with it
+    installed, a new gradebook is made without running the command and gets that revision."""
+    import nbgrader.api
+    from sqlalchemy import create_engine, text
+
+    monkeypatch.setenv("PATH", grading.nbgrader_env()["PATH"])  # the `alembic` command
+    grading._gradebook_class()
+    assert nbgrader.api.get_alembic_version is grading.alembic_head
+    by_command = grading._NBGRADER["get_alembic_version"]()
+    assert grading.alembic_head() == by_command and len(by_command) >= 8
+    calls: list[Any] = []
+    real = subprocess.check_output
+    try:
+        subprocess.check_output = lambda *a, **k: calls.append(a) or real(*a, **k)
+        with nbgrader.api.Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}"):
+            pass
+    finally:
+        subprocess.check_output = real
+    assert calls == []
+    engine = create_engine(f"sqlite:///{tmp_path / 'gradebook.db'}")
+    with engine.connect() as db:
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == by_command

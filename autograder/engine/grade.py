@@ -264,6 +264,7 @@ def nbgrader_api(out: Path, db_url: str | None = None) -> Any:
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
+    install_alembic_head()
     config = load_course_config(out, db_url)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
@@ -484,11 +485,44 @@ def lazy_nbgrader_package() -> None:
 
 def _gradebook_class() -> Any:
     """nbgrader's ``Gradebook``, imported without its package's server extensions
-    (:func:`lazy_nbgrader_package`)."""
+    (:func:`lazy_nbgrader_package`), with :func:`alembic_head` installed."""
     lazy_nbgrader_package()
     from nbgrader.api import Gradebook
 
+    install_alembic_head()
     return Gradebook
+
+
+_NBGRADER: dict[str, Any] = {}
+
+
+def install_alembic_head() -> None:
+    """Let nbgrader read its gradebook migrations' head in this process (:func:`alembic_head`)
+    instead of running the ``alembic heads`` command each time it creates a gradebook."""
+    import nbgrader.api
+
+    if nbgrader.api.get_alembic_version is not alembic_head:
+        _NBGRADER["get_alembic_version"] = nbgrader.api.get_alembic_version
+        nbgrader.api.get_alembic_version = alembic_head
+
+
+def alembic_head() -> str:
+    """The newest of nbgrader's gradebook migrations, what nbgrader's ``get_alembic_version``
+    returns, read with alembic's API in this process. nbgrader gets it from the ``alembic
+    heads`` command, a new Python process that imports alembic and SQLAlchemy (about a second),
+    each time it creates a gradebook: every new course folder, each benchmark run, many tests.
+    Several heads (never, in nbgrader's linear history) are left to nbgrader's own way."""
+    if "head" not in _NBGRADER:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        from nbgrader.dbutil import _temp_alembic_ini
+
+        with _temp_alembic_ini("sqlite:////tmp/gradebook.db") as ini:
+            heads = ScriptDirectory.from_config(Config(ini)).get_heads()
+        if len(heads) != 1:
+            return _NBGRADER["get_alembic_version"]()
+        _NBGRADER["head"] = heads[0]
+    return _NBGRADER["head"]
 
 
 def skip_iri_grammar() -> None:
