@@ -200,6 +200,22 @@ def test_the_self_test_forks_its_probe_from_a_light_zygote() -> None:
 
 
 @pytest.mark.slow
+def test_a_stopped_sandbox_leaves_no_stream_open(tmp_path: Path) -> None:
+    """Every stream of a stopped sandbox is closed: one left to the garbage collector warned
+    (ResourceWarning) during a later submission's test, where the checks note a call's
+    warnings in the test's output."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run_cells(tmp_path, [LOOK])  # the sandbox is dropped on return
+        gc.collect()
+    assert not [w for w in caught if "unclosed" in str(w.message)], [
+        str(w.message) for w in caught]
+
+
+@pytest.mark.slow
 def test_a_dead_zygote_is_replaced(tmp_path: Path) -> None:
     old = sb.warm_zygote()
     old.zygote.proc.kill()

@@ -638,14 +638,17 @@ class Sandbox:
         return self.gone
 
     def _drain(self, stream: Any, name: str) -> None:
-        while True:
-            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
-            if not chunk:
-                return
-            self.output_seen += len(chunk)
-            room = self.limits.output_bytes - len(self.output[name])
-            if room > 0:
-                self.output[name] += chunk[:room]
+        # Closed at its end: left to the garbage collector, the stream's ResourceWarning came
+        # during a later submission's test, where the checks report a call's warnings.
+        with contextlib.closing(stream):
+            while True:
+                chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+                if not chunk:
+                    return
+                self.output_seen += len(chunk)
+                room = self.limits.output_bytes - len(self.output[name])
+                if room > 0:
+                    self.output[name] += chunk[:room]
 
     def _listen(self, fd: int) -> None:
         """Read the jail's channel: one JSON record a line, until every writer is gone."""

@@ -53,9 +53,11 @@ def describe_call(
 
 
 def call_quietly(
-    fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+    label: str | None = None,
 ) -> Any:
-    """Call ``fn``; warnings it raises are printed to stdout instead of stderr.
+    """Call ``fn``; warnings it raises are printed to stdout instead of stderr, each after
+    ``label`` (default: the call, rendered only then).
 
     nbgrader counts any stderr output in a test cell as a failure, so a harmless warning in a
     correct answer would otherwise cost its points.
@@ -66,7 +68,7 @@ def call_quietly(
             return fn(*args, **(kwargs or {}))
         finally:
             for w in caught:
-                print(f"Note: {describe_call(fn, args, kwargs)} warned: "
+                print(f"Note: {label or describe_call(fn, args, kwargs)} warned: "
                       f"{w.category.__name__}: {w.message}")
 
 
@@ -169,7 +171,7 @@ def run_student_many(
         return [run_student(fn, *args, hint=hint, **kwargs) for args, kwargs in calls]
     batch = [(tuple(args), dict(kwargs)) for args, kwargs in calls]
     try:
-        outcomes = call_quietly(many, (fn, batch))
+        outcomes = call_quietly(many, (fn, batch), label=_batch_label(fn, batch))
     except Exception as exc:  # the batch itself failed: no call can be named
         raise AssertionError(f"calling {describe_call(fn)} raised {type(exc).__name__}: {exc}\n"
                              f"  What to check: {hint}") from exc
@@ -191,6 +193,12 @@ def expect_equal(actual: Any, expected: Any, what: str, hint: str) -> None:
         + ("" if type(actual) is type(expected) else f" (a {type(actual).__name__})"),
         hint,
     )
+
+
+def _batch_label(fn: Callable[..., Any], batch: Sequence[Any]) -> str:
+    """A batch of calls named in a warning's note: never the calls themselves (rendering 200
+    tensors took seconds)."""
+    return f"{describe_call(fn)[:-2]}(...), called {len(batch)} times,"
 
 
 def expect_raises(
@@ -231,7 +239,7 @@ def expect_raises_many(fn: Callable[..., Any], cases: Sequence[RaisesCase]
         return [expect_raises(fn, args, errors, why, kwargs=kwargs)
                 for args, kwargs, errors, why in cases]
     batch = [(tuple(args), dict(kwargs or {})) for args, kwargs, _, _ in cases]
-    outcomes = call_quietly(many, (fn, batch, False))
+    outcomes = call_quietly(many, (fn, batch, False), label=_batch_label(fn, batch))
     return [_expected_error(fn, args, kwargs, errors if isinstance(errors, tuple) else (errors,),
                             why, value, err)
             for (args, kwargs, errors, why), (value, err) in zip(cases, outcomes, strict=True)]
