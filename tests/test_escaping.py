@@ -23,6 +23,7 @@ import nbformat
 import pytest
 from course import SHORT_LIMITS
 
+from autograder.engine import feedback
 from autograder.engine import grade as grading
 from autograder.engine.untrusted import (
     csv_cell,
@@ -552,3 +553,76 @@ def test_feedback_pages_load_no_script_and_nothing_remote() -> None:
     page = _html(nb)
     assert "<script" not in page.lower()
     assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", page, re.IGNORECASE)
+
+
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJ"
+       "RU5ErkJggg==")
+
+
+def _rich_notebook() -> dict[str, Any]:
+    """Markdown (an image, a table, code, a link), code with text, error, image, HTML and
+    markdown outputs: what a feedback page shows."""
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "language_info": {"name": "python", "pygments_lexer": "ipython3"}}, "cells": [
+        {"cell_type": "markdown", "metadata": {}, "id": "m",
+         "source": f"# Title\n\n*a* **b** `c` [l](#x)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                   f"![a plot](data:image/png;base64,{PNG})\n"},
+        {"cell_type": "code", "metadata": {}, "id": "c", "execution_count": 1,
+         "source": "def f(x):\n    return x < 2 and 'a' or \"b\"  # <tag> & more\nf(1)",
+         "outputs": [
+             {"output_type": "stream", "name": "stdout", "text": "1 < 2 & 3 > 2\n"},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "image/png": PNG, "text/plain": "<Figure>"}},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "text/html": f'<p title="a>b alt=">x</p><img src="data:image/png;base64,{PNG}">'
+                              f'<img ALT=\'kept\' src="data:image/png;base64,{PNG}">'}},
+             {"output_type": "display_data", "metadata": {}, "data": {
+                 "text/markdown": "**bold** and <i>i</i>"}},
+             {"output_type": "error", "ename": "ValueError", "evalue": "bad <p>",
+              "traceback": ["\x1b[0;31mValueError\x1b[0m: bad <p>"]}]}]}
+
+
+def _written_alike(page: str) -> list[tuple[Any, ...]]:
+    """The page's elements, attributes and text (``_shape``), with class lists spaced alike
+    (BeautifulSoup writes a class list out again with single spaces)."""
+    from autograder.engine.untrusted import _shape
+
+    return [(e[0], e[1], tuple((k, " ".join(v.split()) if k == "class" else v) for k, v in e[2]))
+            if e[0] == "start" else e for e in _shape(page)]
+
+
+def test_feedback_pages_are_nbconverts_pages_with_alt_text() -> None:
+    """The feedback exporter (no BeautifulSoup pass over the page) gives the same elements,
+    attributes and text as nbconvert's HTMLExporter with the same template and filters, and the
+    same alt text on every image: it differs only in how the page is written out."""
+    from nbconvert import HTMLExporter
+
+    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
+    from autograder.engine.untrusted import _shape
+
+    pages = []
+    for kind in (HTMLExporter, FeedbackHTMLExporter):
+        exporter = kind(template_name="feedback", extra_template_basedirs=[
+            str(Path(grading.__file__).resolve().parent / "templates")], sanitize_html=True,
+            filters={"clean_html": safe_html})
+        exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
+        pages.append(exporter.from_notebook_node(nbformat.from_dict(_rich_notebook()))[0])
+    theirs, ours = pages
+    assert _written_alike(ours) == _written_alike(theirs)
+    images = [e for e in _shape(ours) if e[:2] == ("start", "img")]
+    assert len(images) == 4 and all(any(k == "alt" for k, _ in e[2]) for e in images)
+    assert "kept" in {v for e in images for k, v in e[2] if k == "alt"}
+    assert grading._html(_rich_notebook()) == ours
+
+
+@pytest.mark.parametrize(("page", "expected"), [
+    ('<img src="a.png">', f'<img alt="{feedback.NO_ALT}" src="a.png">'),
+    ("<IMG src='a.png' >", f"<img alt=\"{feedback.NO_ALT}\" src='a.png' >"),
+    ('<img src="a.png" alt="">', '<img src="a.png" alt="">'),
+    ("<img ALT='x' src=a.png>", "<img ALT='x' src=a.png>"),
+    ('<img title="alt=no > yes" src="a.png">',
+     f'<img alt="{feedback.NO_ALT}" title="alt=no > yes" src="a.png">'),
+    ("&lt;img src=x&gt; <image> <imgx>", "&lt;img src=x&gt; <image> <imgx>"),
+])
+def test_alt_text_is_added_only_where_missing(page: str, expected: str) -> None:
+    assert feedback.with_alt_text(page) == expected

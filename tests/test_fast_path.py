@@ -8,7 +8,9 @@ that nothing of it weakens the sandbox or changes an output:
   and gradebook rows are unchanged (``grade.prepare_course``);
 * the exports read the gradebook once for all three, and give what each export alone gives;
 * the class outputs read every submission's cells at once, and still reset a stale penalty;
-* the grading process imports nbgrader's package without its Jupyter server extensions.
+* the grading process imports nbgrader's package without its Jupyter server extensions, and
+  so do its workers;
+* the zygotes import SciPy's statistics only when an assignment graded uses them.
 
 Fast, except the release test (nbgrader's generate_assignment on one assignment).
 """
@@ -434,3 +436,60 @@ def test_the_gradebook_migrations_head_is_read_in_process(tmp_path: Path,
     engine = create_engine(f"sqlite:///{tmp_path / 'gradebook.db'}")
     with engine.connect() as db:
         assert db.execute(text("SELECT version_num FROM alembic_version")).scalar() == by_command
+
+
+def test_a_worker_loads_without_nbgraders_server_extensions(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A grading worker, once loaded, renders feedback with nbgrader's preprocessors but never
+    imported the package's server extensions or the gradebook's ORM (about 0.8 s of CPU per
+    worker); its heap is frozen out of the collector's full passes; the preprocessors' package
+    is whole again at the first use of a name it defines."""
+    code = (
+        "import gc, queue, sys\n"
+        "from autograder.engine import grade, sandbox\n"
+        "sandbox.warm_zygote = lambda **kw: None\n"
+        "slots = queue.Queue(); slots.put(0)\n"
+        "grade._init_worker(slots, ())\n"
+        "assert 'jupyter_server' not in sys.modules and 'nbgrader.apps' not in sys.modules\n"
+        "assert 'nbgrader.api' not in sys.modules and 'sqlalchemy' not in sys.modules\n"
+        "from nbgrader.preprocessors import AssignLatePenalties, ClearHiddenTests\n"
+        "from autograder.engine.feedback import HideHiddenTests\n"
+        "assert HideHiddenTests and ClearHiddenTests and AssignLatePenalties\n"
+        "assert 'nbgrader.api' in sys.modules  # the real __init__ ran on first use\n"
+        "assert 'nbgrader.preprocessors' in sys.modules and gc.get_freeze_count() > 10000\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=grading.COURSE_ROOT,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0 and proc.stdout.endswith("ok\n"), proc.stderr[-3000:]
+
+
+def _notebook(tmp_path: Path, name: str, code: str, markdown: str) -> Path:
+    path = tmp_path / "solutions" / name / f"{name}.ipynb"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": [markdown]},
+        {"cell_type": "code", "metadata": {}, "source": [code], "outputs": [],
+         "execution_count": None}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_optional_libraries_are_those_a_source_imports(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """SciPy's statistics are preloaded for the exercises whose code imports SciPy (Exercise 4
+    of this course), not for one that only mentions it in its text or under another name."""
+    assert grading.optional_libraries(["ex04_misconceptions"]) == ("scipy.stats",)
+    assert grading.optional_libraries(["ex01_overfitting", "ex02_dropout_mechanics",
+                                       "ex03_dropout_variants"]) == ()
+    assert grading.optional_libraries(["ex01_overfitting", "ex04_misconceptions"]) == (
+        "scipy.stats",)
+    sources = {
+        "uses": _notebook(tmp_path, "uses", "def f():\n    import scipy.stats as st\n", "x"),
+        "uses_from": _notebook(tmp_path, "uses_from", "from scipy import stats\n", "x"),
+        "mentions": _notebook(tmp_path, "mentions", "x = 'from scipy import stats'\n",
+                              "Use `from scipy import stats`.\nimport scipy"),
+        "other": _notebook(tmp_path, "other", "import scipyish\nimport my_scipy\n", "x"),
+    }
+    monkeypatch.setattr(grading, "_source", lambda name: sources[name])
+    assert grading.optional_libraries(["uses"]) == ("scipy.stats",)
+    assert grading.optional_libraries(["uses_from"]) == ("scipy.stats",)
+    assert grading.optional_libraries(["mentions", "other"]) == ()

@@ -51,6 +51,7 @@ import atexit
 import contextlib
 import csv
 import fcntl
+import gc
 import hashlib
 import importlib
 import json
@@ -240,6 +241,27 @@ def _source(assignment: str) -> Path:
     if not source.is_file():
         raise SystemExit(f"no source notebook solutions/{assignment}/{assignment}.ipynb")
     return source
+
+
+_IMPORT_LINE = r"^[ \t]*(?:import|from)[ \t]+{}\b"
+
+
+def optional_libraries(assignments: Iterable[str]) -> tuple[str, ...]:
+    """Which of the libraries that only some exercises use (``zygote.OPTIONAL``, e.g.
+    ``scipy.stats``) the zygotes should import for grading ``assignments``: those whose top
+    package a code cell of an assignment's source notebook imports (its reference solution
+    shows what students are told to use). Only these public names reach the zygote; a
+    submission that imports another library still can, at its own cost."""
+    from autograder.engine.zygote import OPTIONAL
+
+    code = []
+    for name in assignments:
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            cells = json.loads(_source(name).read_text("utf-8")).get("cells", [])
+            code += ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
+    text = "\n".join(code)
+    return tuple(lib for lib in OPTIONAL
+                 if re.search(_IMPORT_LINE.format(re.escape(lib.split(".")[0])), text, re.M))
 
 
 def load_course_config(out: Path, db_url: str | None = None) -> Any:
@@ -451,7 +473,7 @@ def _write_prepared(out: Path, prepared: dict[str, dict[str, str]]) -> None:
 
 def lazy_nbgrader_package() -> None:
     """Import the ``nbgrader`` package without running its ``__init__`` until one of the names
-    it defines is used.
+    it defines is used (:func:`lazy_package`).
 
     nbgrader's ``__init__`` loads its Jupyter server extensions (formgrader, the assignment list:
     jupyter_server, the exchange, every nbgrader app), about 0.5 s of CPU in the grading process
@@ -461,26 +483,50 @@ def lazy_nbgrader_package() -> None:
     ``__init__`` then, in the same module object, so every caller sees the same package. Without
     effect once nbgrader is imported.
     """
+    lazy_package("nbgrader")
+
+
+def lazy_nbgrader_preprocessors() -> None:
+    """Import ``nbgrader.preprocessors`` without running its ``__init__`` (:func:`lazy_package`),
+    which imports every preprocessor, and with ``SaveAutoGrades`` the gradebook's ORM
+    (``nbgrader.api``, SQLAlchemy: about 0.35 s of CPU in each worker, which renders feedback
+    with two of them and never opens a gradebook). Its ``NbGraderPreprocessor``, which the
+    preprocessors' modules import from the package, is set at once."""
+    lazy_nbgrader_package()
+    lazy_package("nbgrader.preprocessors", {"NbGraderPreprocessor": "base"})
+
+
+def lazy_package(name: str, preset: Mapping[str, str] | None = None) -> None:
+    """Put the package ``name`` in ``sys.modules`` without running its ``__init__``: that runs,
+    in the same module object, when a name the package defines is first used; its submodules
+    import as always. ``preset`` (attribute -> submodule) sets those attributes now, from the
+    package's submodules of those names. Without effect once the package is imported."""
     import importlib.util
 
-    if "nbgrader" in sys.modules:
+    if name in sys.modules:
         return
-    spec = importlib.util.find_spec("nbgrader")
+    spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None or not spec.submodule_search_locations:
         return
     package = importlib.util.module_from_spec(spec)
 
-    def __getattr__(name: str) -> Any:  # PEP 562: only for names the module lacks
-        if name.startswith("__") and name != "__version__":
-            raise AttributeError(name)
-        if importlib.util.find_spec(f"nbgrader.{name}") is not None:
-            raise AttributeError(name)  # a submodule: the import system loads it
+    def __getattr__(attribute: str) -> Any:  # PEP 562: only for names the module lacks
+        if attribute.startswith("__") and attribute != "__version__":
+            raise AttributeError(attribute)
+        if importlib.util.find_spec(f"{name}.{attribute}") is not None:
+            raise AttributeError(attribute)  # a submodule: the import system loads it
         package.__dict__.pop("__getattr__", None)
         spec.loader.exec_module(package)  # the real __init__, now
-        return getattr(package, name)
+        return getattr(package, attribute)
 
     package.__getattr__ = __getattr__  # type: ignore[attr-defined]
-    sys.modules["nbgrader"] = package
+    sys.modules[name] = package
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, package)
+    for attribute, module in (preset or {}).items():
+        setattr(package, attribute,
+                getattr(importlib.import_module(f"{name}.{module}"), attribute))
 
 
 def _gradebook_class() -> Any:
@@ -674,16 +720,19 @@ def remember_sandbox(course: Path, check: SandboxCheck) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(slots: Any) -> None:
+def _init_worker(slots: Any, optional: tuple[str, ...] | None = None) -> None:
     """Take a sandbox slot and load everything grading needs, so that the first submission
-    does not wait for imports (this runs while the parent prepares the course)."""
+    does not wait for imports (this runs while the parent prepares the course). The zygote
+    imports the optional libraries ``optional`` (default: all; :func:`optional_libraries`)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER["slot"] = slots.get()
     atexit.register(_exit_now)
     from autograder.engine.sandbox import warm_zygote
 
-    warm_zygote(wait=False)  # the zygote imports while this process does (used by default)
+    # the zygote imports while this process does (used by default)
+    warm_zygote(wait=False, optional=optional)
     skip_iri_grammar()
+    lazy_nbgrader_preprocessors()  # a worker uses two preprocessors, never the extensions
     import torch
 
     # what torch.autograd.grad imports on its first call (SymPy: about 0.3 s), used by the
@@ -693,6 +742,9 @@ def _init_worker(slots: Any) -> None:
     importlib.import_module("autograder.engine.verify")
     torch.set_num_threads(1)
     _html({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    # What is loaded now lives as long as the worker: kept out of the collector's full passes
+    # over the heap (torch, nbconvert, ...), which cost about 0.04 s per submission.
+    gc.freeze()
 
 
 def _exit_now() -> None:
@@ -755,13 +807,12 @@ def _html(nb_json: dict[str, Any]) -> str:
     Lone surrogates are escaped, so the page always encodes as UTF-8.
     """
     import nbformat
-    from nbconvert import HTMLExporter
 
-    from autograder.engine.feedback import SanitizeStudentContent
+    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
 
     exporter = _WORKER.get("exporter")
     if exporter is None:
-        exporter = HTMLExporter(template_name="feedback", extra_template_basedirs=[
+        exporter = FeedbackHTMLExporter(template_name="feedback", extra_template_basedirs=[
             str(Path(__file__).resolve().parent / "templates")], sanitize_html=True,
             filters={"clean_html": safe_html})
         exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
@@ -770,15 +821,16 @@ def _html(nb_json: dict[str, Any]) -> str:
     return scrub_surrogates(body)
 
 
-def start_workers(jobs: int) -> ProcessPoolExecutor:
+def start_workers(jobs: int, optional: tuple[str, ...] | None = None) -> ProcessPoolExecutor:
     """``jobs`` grading processes (spawned, not forked: the parent holds a gradebook
-    connection and threads), each with its own sandbox slot. They start loading at once."""
+    connection and threads), each with its own sandbox slot. They start loading at once; their
+    zygotes import the optional libraries ``optional`` (default: all)."""
     context = multiprocessing.get_context("spawn")
     slots = context.Queue()
     for slot in range(jobs):
         slots.put(slot)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                               initializer=_init_worker, initargs=(slots,))
+                               initializer=_init_worker, initargs=(slots, optional))
     pool.submit(int)  # the executor spawns its processes on the first task
     return pool
 
@@ -1194,7 +1246,7 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
         if cached is not None:
             done[(task.assignment, task.student)] = cached
     fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
-    pool = start_workers(min(jobs, len(fresh))) if fresh else None
+    pool = start_workers(min(jobs, len(fresh)), optional_libraries(names)) if fresh else None
     by_key = {(t.assignment, t.student): t for t in tasks}
     try:
         Gradebook = _gradebook_class()  # imported while the workers load, like the rest

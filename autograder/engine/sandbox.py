@@ -385,9 +385,12 @@ _WARM_LOCK = threading.Lock()
 _WARM_HOOKS: set[str] = set()
 
 
-def warm_zygote(wait: bool = True, kind: str = "zygote") -> WarmStart:
+def warm_zygote(wait: bool = True, kind: str = "zygote",
+                optional: tuple[str, ...] | None = None) -> WarmStart:
     """This process's zygote, started on first use (and again if it died). ``wait=False``
     returns at once, the zygote still importing (a worker starts it while it loads).
+    ``optional``: which of the libraries some exercises use (``zygote.OPTIONAL``, the default)
+    a zygote started now imports; a running one is used as it is.
 
     ``kind="probe"``: the zygote of the trusted programs that replace the runner (the
     self-test's probe), which are exec'd after the jail: the same zygote, jail and fork, but
@@ -404,7 +407,8 @@ def warm_zygote(wait: bool = True, kind: str = "zygote") -> WarmStart:
             os.chmod(folder, 0o755)
             library = prepare_workdir(folder) / ".grader"
             zygote = Zygote(sys.executable, str(library / "autograder" / "engine" / "zygote.py"),
-                            sandbox_env(), light=kind == "probe")
+                            sandbox_env(), light=kind == "probe",
+                            **({} if optional is None else {"optional": optional}))
             warm = _WARM[kind] = WarmStart(zygote, str(library), folder)
             if "atexit" not in _WARM_HOOKS:
                 import atexit

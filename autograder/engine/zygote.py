@@ -2,11 +2,12 @@
 per submission into a fresh sandbox.
 
 Started by a grading process (``python -I .grader/autograder/engine/zygote.py FD``, from a copy
-of the public library, like the runner), the zygote imports torch, NumPy, SciPy's statistics,
-the public checks package and the runner, and nothing else: no hidden test, solution, reference
-answer or gradebook handle ever reaches it (only the public library is on its path, and the
-grader sends it nothing but sandbox configurations). It then waits on a control socket
-(descriptor ``FD``).
+of the public library, like the runner), the zygote imports torch, NumPy, SciPy's statistics
+(unless told that no exercise graded uses them: :data:`OPTIONAL`), the public checks package
+and the runner, and nothing else: no hidden test, solution, reference answer or gradebook
+handle ever reaches it (only the public library is on its path, and the grader sends it
+nothing but sandbox configurations and the names of :data:`OPTIONAL` to import). It then
+waits on a control socket (descriptor ``FD``).
 
 For each request (a sandbox's jail configuration and its descriptors) it forks. The child
 takes the place of today's ``python -I jail.py`` process: the same ``jail.enter`` waits for
@@ -52,12 +53,18 @@ READY = b"ready"
 
 # --------------------------------------------------------------------------- the zygote process
 
-def _preload() -> None:
+#: Libraries a zygote imports only when asked (``--with=NAME``): those that some exercises'
+#: students use and the rest never do. SciPy's statistics (Exercise 4 tells students to use
+#: ``scipy.stats``) cost about 0.7 s of CPU to import: about 0.5 s of every Exercise 4
+#: submission when the zygote lacks them, and of every zygote start when it has them.
+OPTIONAL = ("scipy.stats",)
+
+
+def _preload(optional: tuple[str, ...] = ()) -> None:
     """Import what a submission's first cell would (the libraries and the public package) and
     what the first calls of its tests would import lazily, each in every sandbox:
 
-    * SciPy's statistics, where installed (Exercise 4 tells students to use ``scipy.stats``):
-      about 0.5 s of every Exercise 4 submission;
+    * the libraries of :data:`OPTIONAL` named in ``optional``, where installed;
     * ``torch.fx.experimental.symbolic_shapes`` (and SymPy), which ``torch.autograd.grad``
       imports on its first call with explicit output gradients: about 0.2 s of every
       submission whose tests check a gradient.
@@ -71,8 +78,10 @@ def _preload() -> None:
     import torch  # noqa: F401
 
     importlib.import_module("torch.fx.experimental.symbolic_shapes")
-    with contextlib.suppress(ImportError):
-        importlib.import_module("scipy.stats")
+    for name in optional:
+        if name in OPTIONAL:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
     for info in pkgutil.walk_packages(dropout_course.__path__, "dropout_course."):
         importlib.import_module(info.name)
     from autograder.engine import jail, runner, wire  # noqa: F401
@@ -224,7 +233,7 @@ def main() -> None:
     if "--light" in sys.argv[2:]:  # forks only trusted programs, which exec: no libraries
         from autograder.engine import jail, runner, wire  # noqa: F401
     else:
-        _preload()
+        _preload(tuple(a.removeprefix("--with=") for a in sys.argv[2:] if a.startswith("--with=")))
     hazard = fork_hazard()
     if hazard is not None:
         sys.stderr.write(f"zygote: {hazard}\n")
@@ -279,14 +288,15 @@ def _gone(pid: int) -> bool:
 class Zygote:
     """The grader's handle on one zygote process (one per grading process)."""
 
-    def __init__(self, python: str, script: str, env: dict[str, str], light: bool = False
-                 ) -> None:
+    def __init__(self, python: str, script: str, env: dict[str, str], light: bool = False,
+                 optional: tuple[str, ...] = OPTIONAL) -> None:
         self.lock = threading.RLock()
         self.children: dict[int, Child] = {}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [python, "-I", script, str(theirs.fileno()), *(["--light"] if light else [])],
+                [python, "-I", script, str(theirs.fileno()), *(["--light"] if light else []),
+                 *(f"--with={name}" for name in optional if name in OPTIONAL)],
                 env=env, pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/")
         finally:
