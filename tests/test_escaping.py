@@ -626,3 +626,54 @@ def test_feedback_pages_are_nbconverts_pages_with_alt_text() -> None:
 ])
 def test_alt_text_is_added_only_where_missing(page: str, expected: str) -> None:
     assert feedback.with_alt_text(page) == expected
+
+
+def test_a_memo_is_bounded_by_weight_and_keeps_the_recent() -> None:
+    from autograder.engine.untrusted import Memo
+
+    made: list[str] = []
+    memo = Memo(budget=10, largest=6)
+
+    def make(value: str) -> Any:
+        return lambda: made.append(value) or value
+
+    assert memo.get("a", make("aaaa"), 0) == "aaaa"
+    assert memo.get("a", make("other"), 0) == "aaaa" and made == ["aaaa"]  # kept
+    assert memo.get("b", make("bbbb"), 0) == "bbbb"
+    memo.get("a", make("x"), 0)  # a is now the most recent
+    memo.get("c", make("cccc"), 0)  # 12 > 10: the least recent (b) goes
+    assert set(memo.found) == {"a", "c"} and memo.weight == 8
+    assert memo.get("big", make("1234567"), 0) == "1234567" and "big" not in memo.found
+    assert memo.get("heavy", make("1"), 6) == "1" and "heavy" not in memo.found
+
+
+def test_feedback_pages_rendered_again_or_after_others_are_the_same() -> None:
+    """The exporter renders each cell's text once per worker: a page rendered after other
+    pages (the same cells, other cells, the same text in other metadata) is the page a fresh
+    exporter renders, and sanitising a markdown cell again gives what it gave."""
+    from autograder.engine import untrusted
+    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
+
+    def exporter() -> FeedbackHTMLExporter:
+        made = FeedbackHTMLExporter(template_name="feedback", extra_template_basedirs=[
+            str(Path(grading.__file__).resolve().parent / "templates")], sanitize_html=True,
+            filters={"clean_html": safe_html})
+        made.register_preprocessor(SanitizeStudentContent(), enabled=True)
+        return made
+
+    def page(made: FeedbackHTMLExporter, nb: dict[str, Any]) -> str:
+        return made.from_notebook_node(nbformat.from_dict(nb))[0]
+
+    first = _rich_notebook()
+    other = _rich_notebook()
+    other["cells"][0]["source"] = "# Other\n\n<b>raw</b> and *text*"
+    other["cells"][1]["metadata"] = {"magics_language": "bash"}  # the same code, as bash
+    other["cells"].append({**first["cells"][1], "id": "d", "source": "def g(y):\n    return y"})
+    other["metadata"]["language_info"] = {"name": "python", "pygments_lexer": "python3"}
+    shared = exporter()
+    for nb in (first, other, first, other):
+        assert page(shared, nb) == page(exporter(), nb)
+    assert page(shared, first) != page(shared, other)
+    for text in ("*a*", "<b>raw</b> and *text*", "x\u202ey"):
+        assert untrusted.sanitize_markdown(text) == untrusted._sanitize(text)
+        assert untrusted.sanitize_markdown(text) == untrusted._sanitize(text)

@@ -13,9 +13,11 @@ reduced to inert ones (HTML cleaned), and lone surrogates are escaped.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from jinja2 import pass_context
 from nbconvert import HTMLExporter
 from nbconvert.exporters.exporter import ResourcesDict
 from nbconvert.exporters.templateexporter import TemplateExporter
@@ -23,12 +25,13 @@ from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 from nbconvert.preprocessors import Preprocessor
 from nbformat.notebooknode import NotebookNode
+
 # from their modules: the package's __init__ imports every preprocessor, and with them the
 # gradebook's ORM (grade.lazy_nbgrader_preprocessors)
 from nbgrader.preprocessors.base import NbGraderPreprocessor
 from nbgrader.preprocessors.clearhiddentests import ClearHiddenTests
 
-from autograder.engine.untrusted import safe_html, sanitize_markdown, scrub_surrogates
+from autograder.engine.untrusted import Memo, safe_html, sanitize_markdown, scrub_surrogates
 
 HIDDEN_NOTE = "# (hidden tests ran here; their code is not shown)"
 # Output data a page can show without running anything: text, raster images, LaTeX (escaped
@@ -122,14 +125,43 @@ class FeedbackHTMLExporter(HTMLExporter):
     alt text to images that lack it and ``tabindex`` to JupyterLab's cell wrappers. The
     feedback template (``classic``) has no such wrappers; :func:`with_alt_text` adds the alt
     text. The rest is ``HTMLExporter.from_notebook_node`` as nbconvert 7 writes it (a test
-    compares the two pages, element by element)."""
+    compares the two pages, element by element).
+
+    Code highlighting and markdown rendering are functions of a cell's text (and the
+    notebook's language, the cell's metadata): every submission's page repeats the exercise's
+    own cells, which this exporter renders once, not once per student."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._rendered = Memo()
+
+    @pass_context
+    def markdown2html(self, context: Any, source: str) -> str:
+        cell = context.get("cell", {})
+        if cell.get("attachments"):  # SanitizeStudentContent drops them: never the case here
+            return super().markdown2html(context, source)
+        path = context.get("resources", {}).get("metadata", {}).get("path", "")
+        return self._rendered.get(("markdown", source, path),
+                                  lambda: super(FeedbackHTMLExporter, self).markdown2html(
+                                      context, source), len(source))
+
+    def _highlighter(self, lexer: str | None) -> Any:
+        highlight = Highlight2HTML(pygments_lexer=lexer, parent=self)
+
+        def highlight_code(source: str, language: str | None = None,
+                           metadata: Any = None) -> str:
+            about = json.dumps(metadata, sort_keys=True, default=repr)
+            return self._rendered.get(("code", lexer, source, language, about),
+                                      lambda: highlight(source, language, metadata),
+                                      len(source) + len(about))
+
+        return highlight_code
 
     def from_notebook_node(self, nb: NotebookNode, resources: dict[str, Any] | None = None,
                            **kw: Any) -> tuple[str, dict[str, Any]]:
         langinfo = nb.metadata.get("language_info", {})
         lexer = langinfo.get("pygments_lexer", langinfo.get("name", None))
-        highlight_code = self.filters.get(
-            "highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
+        highlight_code = self.filters.get("highlight_code", self._highlighter(lexer))
         resources = self._init_resources(resources)
         filter_data_type = WidgetsDataTypeFilter(
             notebook_metadata=self._nb_metadata, parent=self, resources=resources)

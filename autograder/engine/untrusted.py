@@ -26,6 +26,8 @@ import html
 import os
 import re
 import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import cache
 from html.parser import HTMLParser
 from typing import Any
@@ -222,6 +224,39 @@ def sanitize_markdown(source: str) -> str:
     block after a one-line note), so that nothing in it renders as HTML in any viewer, whatever
     its markdown renderer.
     """
+    # A function of the text alone, and every submission's feedback page holds the exercise's
+    # own markdown cells: each is checked once per worker, not once per student.
+    return _SANITIZED.get(source, lambda: _sanitize(source), len(source))
+
+
+class Memo:
+    """The results of a pure function by key, the least recently used dropped first once they
+    weigh more than ``budget`` (characters, as the caller weighs them); a result that weighs
+    more than ``largest`` is made and not kept. Bounded by weight, not by count: a student
+    controls what is kept, and one cell may be megabytes."""
+
+    def __init__(self, budget: int = 32_000_000, largest: int = 1_000_000) -> None:
+        self.budget, self.largest, self.weight = budget, largest, 0
+        self.found: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+
+    def get(self, key: Any, make: Callable[[], Any], weight: int) -> Any:
+        if key in self.found:
+            self.found.move_to_end(key)
+            return self.found[key][0]
+        value = make()
+        weight += len(value) if isinstance(value, str) else 0
+        if weight <= self.largest:
+            self.found[key] = (value, weight)
+            self.weight += weight
+            while self.weight > self.budget:
+                self.weight -= self.found.popitem(last=False)[1][1]
+        return value
+
+
+_SANITIZED = Memo()
+
+
+def _sanitize(source: str) -> str:
     text = _escape_controls(scrub_surrogates(source))
     try:
         rendered = _render_markdown(text)
