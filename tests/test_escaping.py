@@ -597,17 +597,10 @@ def test_feedback_pages_are_nbconverts_pages_with_alt_text() -> None:
     same alt text on every image: it differs only in how the page is written out."""
     from nbconvert import HTMLExporter
 
-    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
     from autograder.engine.untrusted import _shape
 
-    pages = []
-    for kind in (HTMLExporter, FeedbackHTMLExporter):
-        exporter = kind(template_name="feedback", extra_template_basedirs=[
-            str(Path(grading.__file__).resolve().parent / "templates")], sanitize_html=True,
-            filters={"clean_html": safe_html})
-        exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
-        pages.append(exporter.from_notebook_node(nbformat.from_dict(_rich_notebook()))[0])
-    theirs, ours = pages
+    theirs, ours = (grading.feedback_exporter(kind).from_notebook_node(
+        nbformat.from_dict(_rich_notebook()))[0] for kind in (HTMLExporter, None))
     assert _written_alike(ours) == _written_alike(theirs)
     images = [e for e in _shape(ours) if e[:2] == ("start", "img")]
     assert len(images) == 4 and all(any(k == "alt" for k, _ in e[2]) for e in images)
@@ -652,16 +645,10 @@ def test_feedback_pages_rendered_again_or_after_others_are_the_same() -> None:
     pages (the same cells, other cells, the same text in other metadata) is the page a fresh
     exporter renders, and sanitising a markdown cell again gives what it gave."""
     from autograder.engine import untrusted
-    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
 
-    def exporter() -> FeedbackHTMLExporter:
-        made = FeedbackHTMLExporter(template_name="feedback", extra_template_basedirs=[
-            str(Path(grading.__file__).resolve().parent / "templates")], sanitize_html=True,
-            filters={"clean_html": safe_html})
-        made.register_preprocessor(SanitizeStudentContent(), enabled=True)
-        return made
+    exporter = grading.feedback_exporter
 
-    def page(made: FeedbackHTMLExporter, nb: dict[str, Any]) -> str:
+    def page(made: Any, nb: dict[str, Any]) -> str:
         return made.from_notebook_node(nbformat.from_dict(nb))[0]
 
     first = _rich_notebook()

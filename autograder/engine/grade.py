@@ -795,6 +795,21 @@ def _grade_one(student: str, notebook: str, assignment: str, out: str,
     return result
 
 
+def feedback_exporter(kind: type | None = None) -> Any:
+    """The exporter of the feedback pages: ``kind`` (default
+    :class:`~autograder.engine.feedback.FeedbackHTMLExporter`; any nbconvert ``HTMLExporter``)
+    with the feedback template, sanitised HTML through
+    :func:`~autograder.engine.untrusted.safe_html` and ``SanitizeStudentContent``."""
+    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
+
+    exporter = (kind or FeedbackHTMLExporter)(
+        template_name="feedback", extra_template_basedirs=[
+            str(Path(__file__).resolve().parent / "templates")], sanitize_html=True,
+        filters={"clean_html": safe_html})
+    exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
+    return exporter
+
+
 def _html(nb_json: dict[str, Any]) -> str:
     """The feedback page of a notebook whose cells and outputs a student controls.
 
@@ -808,15 +823,9 @@ def _html(nb_json: dict[str, Any]) -> str:
     """
     import nbformat
 
-    from autograder.engine.feedback import FeedbackHTMLExporter, SanitizeStudentContent
-
     exporter = _WORKER.get("exporter")
     if exporter is None:
-        exporter = FeedbackHTMLExporter(template_name="feedback", extra_template_basedirs=[
-            str(Path(__file__).resolve().parent / "templates")], sanitize_html=True,
-            filters={"clean_html": safe_html})
-        exporter.register_preprocessor(SanitizeStudentContent(), enabled=True)
-        _WORKER["exporter"] = exporter
+        exporter = _WORKER["exporter"] = feedback_exporter()
     body, _ = exporter.from_notebook_node(nbformat.from_dict(nb_json))
     return scrub_surrogates(body)
 

@@ -407,8 +407,7 @@ def warm_zygote(wait: bool = True, kind: str = "zygote",
             os.chmod(folder, 0o755)
             library = prepare_workdir(folder) / ".grader"
             zygote = Zygote(sys.executable, str(library / "autograder" / "engine" / "zygote.py"),
-                            sandbox_env(), light=kind == "probe",
-                            **({} if optional is None else {"optional": optional}))
+                            sandbox_env(), light=kind == "probe", optional=optional)
             warm = _WARM[kind] = WarmStart(zygote, str(library), folder)
             if "atexit" not in _WARM_HOOKS:
                 import atexit

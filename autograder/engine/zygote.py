@@ -289,14 +289,16 @@ class Zygote:
     """The grader's handle on one zygote process (one per grading process)."""
 
     def __init__(self, python: str, script: str, env: dict[str, str], light: bool = False,
-                 optional: tuple[str, ...] = OPTIONAL) -> None:
+                 optional: tuple[str, ...] | None = None) -> None:
+        """``optional``: the libraries of :data:`OPTIONAL` to import (default: all)."""
         self.lock = threading.RLock()
         self.children: dict[int, Child] = {}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
                 [python, "-I", script, str(theirs.fileno()), *(["--light"] if light else []),
-                 *(f"--with={name}" for name in optional if name in OPTIONAL)],
+                 *(f"--with={name}" for name in (OPTIONAL if optional is None else optional)
+                   if name in OPTIONAL)],
                 env=env, pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/")
         finally:
