@@ -71,7 +71,7 @@ def test_generates_the_asked_class(bench: tuple[Path, str, dict]) -> None:
         assert (out / "class" / EXERCISE / student / EXERCISE / f"{EXERCISE}.ipynb").is_file()
     assert sorted(p.name for p in (out / "stock" / EXERCISE / "submitted").iterdir()) == students
     # one full submission graded into a new course folder, then another into the same one
-    full = ["full_correct", "full_correct_again"]
+    full = ["full_correct", "full_correct_again", "full_correct_served"]
     assert sorted(p.name for p in (out / "full").iterdir()) == full
     results = out / "full_graded" / "results" / EXERCISE
     assert sorted(p.stem for p in results.glob("*.json")) == full
@@ -94,7 +94,7 @@ def test_json_has_every_figure(bench: tuple[Path, str, dict]) -> None:
     assert report["mode"] == "standard"
     full = report["full_submission"]
     assert list(full["per_exercise_s"]) == [EXERCISE] and full["per_exercise_s"][EXERCISE] > 0
-    assert full["cold_s"] > 0 and full["warm_s"] > 0
+    assert full["cold_s"] > 0 and full["warm_s"] > 0 and full["service_s"] > 0
     assert full["students"] == {EXERCISE: "ada_correct"}
     phases = report["phases"]
     assert phases["run"] == "--jobs 1"
@@ -109,11 +109,14 @@ def test_json_has_every_figure(bench: tuple[Path, str, dict]) -> None:
     assert len(targets) == 4 and all(t["status"] in {"PASS", "FAIL"} for t in targets)
     assert [t["value"] for t in targets] == [
         report["total"]["speedup_stock_over_jobs1"], report["total"]["speedup_stock_over_jobsN"],
-        report["fixed_cost_s"], full["warm_s"]]
+        report["fixed_cost_s"], full["service_s"]]
     assert "all 4" in targets[3]["note"]  # one exercise here: the run says so
+    assert f"without the warm service (processes started by the command): {full['warm_s']:.1f} s" \
+        in targets[3]["note"]
     assert report["failed_runs"] == []
-    # the class, plus the full submission graded twice (new folder, then the same folder)
-    assert report["score_check"] == {"students_compared": PER_EXERCISE + 2, "mismatches": []}
+    # the class, plus the full submission graded three times (new folder, the same folder, the
+    # same folder with its warm service)
+    assert report["score_check"] == {"students_compared": PER_EXERCISE + 3, "mismatches": []}
 
 
 @slow

@@ -50,6 +50,7 @@ import argparse
 import atexit
 import contextlib
 import csv
+import ctypes
 import fcntl
 import gc
 import hashlib
@@ -61,6 +62,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -717,7 +719,7 @@ def remember_sandbox(course: Path, check: SandboxCheck) -> None:
 
 # --------------------------------------------------------------------------- workers
 
-_WORKER: dict[str, Any] = {}
+_WORKER: dict[Any, Any] = {}
 
 
 def _init_worker(slots: Any, optional: tuple[str, ...] | None = None) -> None:
@@ -725,6 +727,11 @@ def _init_worker(slots: Any, optional: tuple[str, ...] | None = None) -> None:
     does not wait for imports (this runs while the parent prepares the course). The zygote
     imports the optional libraries ``optional`` (default: all; :func:`optional_libraries`)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Dies with the process that started it (a grading command, a warm service), killed or not.
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # it died before the signal was set
     _WORKER["slot"] = slots.get()
     atexit.register(_exit_now)
     from autograder.engine.sandbox import warm_zygote
@@ -747,6 +754,15 @@ def _init_worker(slots: Any, optional: tuple[str, ...] | None = None) -> None:
     gc.freeze()
 
 
+def worker_ready() -> int:
+    """Worker: wait until this process's zygote has loaded; its pid (the warm service's
+    warm-up, :meth:`autograder.engine.warm.Service.warm_up`)."""
+    from autograder.engine.sandbox import warm_zygote
+
+    warm_zygote()
+    return os.getpid()
+
+
 def _exit_now() -> None:
     """A worker's last act once the pool shuts it down: every result has been sent and every
     file written and closed, so skip the interpreter's teardown of torch (about a second)."""
@@ -756,18 +772,29 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def worker_plan(course: Path, assignment: str) -> Any:
+    """Worker: the :class:`~autograder.engine.verify.Plan` (hidden tests, answers) of
+    ``assignment`` in ``course``, read once per content of its solution and release: a worker
+    of the warm service outlives the commands that re-release an edited solution."""
+    from autograder.engine.verify import Plan
+
+    sources = (course / "solutions" / assignment / f"{assignment}.ipynb",
+               course / "exercises" / assignment / f"{assignment}.ipynb")
+    key = tuple(_digest(path) for path in sources)
+    cached = _WORKER.get(("plan", str(course), assignment))
+    if cached is None or cached[0] != key:
+        cached = _WORKER[("plan", str(course), assignment)] = (key, Plan.load(*sources))
+    return cached[1]
+
+
 def _grade_one(student: str, notebook: str, assignment: str, out: str,
                limits: dict[str, Any]) -> dict[str, Any]:
     """Worker: grade one submission, write its autograded notebook and feedback HTML."""
     from autograder.engine.sandbox import Limits
-    from autograder.engine.verify import Plan, feedback_notebook, grade_submission
+    from autograder.engine.verify import feedback_notebook, grade_submission
 
     course = Path(out)
-    plan = _WORKER.get(("plan", assignment))
-    if plan is None:
-        plan = Plan.load(course / "solutions" / assignment / f"{assignment}.ipynb",
-                         course / "exercises" / assignment / f"{assignment}.ipynb")
-        _WORKER[("plan", assignment)] = plan
+    plan = worker_plan(course, assignment)
     scratch = course / ".scratch"
     scratch.mkdir(exist_ok=True)
     outcome = grade_submission(student, Path(notebook), plan, Limits(**limits),
@@ -828,6 +855,34 @@ def _html(nb_json: dict[str, Any]) -> str:
         exporter = _WORKER["exporter"] = feedback_exporter()
     body, _ = exporter.from_notebook_node(nbformat.from_dict(nb_json))
     return scrub_surrogates(body)
+
+
+def warm_pool(out: Path, jobs: int, keep_warm: float | None, weaker: tuple[str, ...],
+              quiet: bool = False) -> Any:
+    """A session with the warm service of the course folder ``out``
+    (:func:`autograder.engine.warm.connect`), started first when none runs and ``keep_warm``
+    (its idle timeout, seconds) is given; or None: none runs, it is stale, or the sandbox is
+    weaker than full (then nothing the instructor left running is offered to a submission)."""
+    from autograder.engine import warm
+
+    if weaker:
+        if keep_warm is not None:
+            print("NOTE: no warm service under a weaker sandbox (--keep-warm ignored)",
+                  file=sys.stderr)
+        return None
+    try:
+        pool = warm.connect(out, jobs)
+        if pool is None and keep_warm is not None:
+            warm.stop(out)  # a stale one (or one of another --jobs) makes way
+            warm.start(out, jobs, keep_warm)
+            pool = warm.connect(out, jobs)
+    except warm.WarmError as err:
+        print(f"WARNING: {terminal_text(str(err))}: grading without it", file=sys.stderr)
+        return None
+    if pool is not None and not quiet:
+        print(f"grading in the warm service of {terminal_text(str(out))} ({pool.jobs} "
+              "processes; python -m autograder.engine.warm stop COURSE ends it)", file=sys.stderr)
+    return pool
 
 
 def start_workers(jobs: int, optional: tuple[str, ...] | None = None) -> ProcessPoolExecutor:
@@ -1209,7 +1264,7 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
           force: bool = False, shard: tuple[int, int] = (0, 1),
           allow_weaker: str | tuple[str, ...] | list[str] | None = None,
           students: Iterable[str] | None = None, due: datetime | str | None = None,
-          recheck_sandbox: bool = False) -> list[StudentResult]:
+          recheck_sandbox: bool = False, keep_warm: float | None = None) -> list[StudentResult]:
     """Autograde every submission of each of ``assignments`` (one name or a list) in the course
     folder ``out`` (default :func:`default_course`): its gradebook, autograded notebooks and
     feedback; then rebuild the class outputs (:func:`write_class_outputs`). Returns one result
@@ -1226,12 +1281,16 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
     that is one student's own (:class:`UsageError`, :func:`refuse_student_folder`). A result
     whose ``grader_error`` is set was not graded: it is neither in the gradebook nor cached,
     and the next run grades it again.
+
+    The submissions are graded by the course folder's warm service when one runs and is
+    current (:mod:`autograder.engine.warm`; ``keep_warm``: start one first when none does, which
+    stops after that many idle seconds), else by processes started for this run.
     """
     from autograder.engine import gradebook as book
 
     started = time.perf_counter()
     skip_iri_grammar()
-    out = default_course().resolve() if out is None else out
+    out = (default_course() if out is None else out).resolve()
     names = [assignments] if isinstance(assignments, str) else list(dict.fromkeys(assignments))
     for name in names:
         _source(name)
@@ -1255,7 +1314,10 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
         if cached is not None:
             done[(task.assignment, task.student)] = cached
     fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
-    pool = start_workers(min(jobs, len(fresh)), optional_libraries(names)) if fresh else None
+    pool = None
+    if fresh:
+        pool = warm_pool(out, jobs, keep_warm, sandbox.weaker, quiet) \
+            or start_workers(min(jobs, len(fresh)), optional_libraries(names))
     by_key = {(t.assignment, t.student): t for t in tasks}
     try:
         Gradebook = _gradebook_class()  # imported while the workers load, like the rest
@@ -1789,6 +1851,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recheck-sandbox", action="store_true",
                         help="run the sandbox self-test even when the course folder holds its "
                         "measurement of this same, unchanged host from the last few minutes")
+    parser.add_argument("--keep-warm", action="store_true",
+                        help="leave a warm service for this course folder, so that later "
+                        "commands on it start grading at once (python -m "
+                        "autograder.engine.warm stop COURSE stops it). A running, current "
+                        "service with the same --jobs is used whether or not this is given")
+    parser.add_argument("--warm-idle", type=float, default=None, metavar="SECONDS",
+                        help="with --keep-warm: the service stops after SECONDS without a "
+                        "command (default 900)")
     parser.add_argument("--cell-timeout", type=float, default=60.0)
     parser.add_argument("--call-timeout", type=float, default=60.0)
     parser.add_argument("--submission-timeout", type=float, default=600.0)
@@ -1839,12 +1909,20 @@ def main(argv: list[str] | None = None) -> int:
               "submission_seconds": args.submission_timeout,
               "memory_bytes": args.memory_mb << 20}
     students = None if args.student is None else [s for s in args.student.split(",") if s]
+    keep_warm = None
+    if args.warm_idle is not None and not (args.keep_warm and args.warm_idle > 0):
+        parser.error("--warm-idle takes a positive number of seconds, with --keep-warm")
+    if args.keep_warm:
+        from autograder.engine.warm import DEFAULT_IDLE_S
+
+        keep_warm = args.warm_idle or DEFAULT_IDLE_S
     try:
         results = grade(assignment_names(args.assignments), args.submissions.resolve(),
                         (args.course or default_course()).resolve(), jobs=max(1, args.jobs),
                         db_url=args.db_url, limits=limits, lms_regex=args.lms_regex,
                         force=args.force, shard=shard, allow_weaker=args.allow_weaker_sandbox,
-                        students=students, due=due, recheck_sandbox=args.recheck_sandbox)
+                        students=students, due=due, recheck_sandbox=args.recheck_sandbox,
+                        keep_warm=keep_warm)
     except SandboxRefusedError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return EXIT_REFUSED
