@@ -122,6 +122,12 @@ def test_an_idle_service_stops_by_itself(tmp_path: Path) -> None:
     that connects and never says a word holds it up no longer than the hello timeout."""
     course = tmp_path / "course"
     course.mkdir()
+    with pytest.raises(warm.WarmError, match="not a course folder"):
+        warm.start(course, jobs=1, idle=2)
+    assert list(course.iterdir()) == []
+    (course / g.MARKER).write_text("")
+    with pytest.raises(warm.WarmError, match="positive"):
+        warm.start(course, jobs=1, idle=0)
     try:
         warm.start(course, jobs=1, idle=2)
         assert _running(course)
@@ -132,6 +138,17 @@ def test_an_idle_service_stops_by_itself(tmp_path: Path) -> None:
         assert not (course / warm.FOLDER / warm.SOCKET).exists()
     finally:
         warm.stop(course)
+
+
+def test_the_command_line_takes_warm_idle_only_with_keep_warm(tmp_path: Path) -> None:
+    """``--warm-idle`` without ``--keep-warm``, or not positive, is a usage error (nothing is
+    graded or written)."""
+    for extra in (["--warm-idle", "5"], ["--keep-warm", "--warm-idle", "0"],
+                  ["--keep-warm", "--warm-idle", "-3"]):
+        with pytest.raises(SystemExit) as stopped:
+            g.main([EX01, str(tmp_path), "--course", str(tmp_path / "c"), *extra])
+        assert stopped.value.code == 2, extra
+    assert not (tmp_path / "c").exists()
 
 
 def test_worker_plan_is_read_again_when_the_solution_changes(tmp_path: Path) -> None:
@@ -294,12 +311,14 @@ def test_a_result_too_long_to_send_fails_only_its_own_task(
 
 
 def test_a_service_of_another_user_or_another_library_is_not_used(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The command checks the peer's uid before saying anything, and uses a service only when
     it answers ``ready`` to its fingerprint."""
     heard: list[dict | None] = []
     thread = _stand_in(tmp_path, [None, {"error": "stale"}], heard)
     assert warm.connect(tmp_path, 2) is None
+    assert "was not used: 'stale'" in capsys.readouterr().err
     thread.join(timeout=10)
     assert heard == [{"hello": warm.fingerprint(), "course": str(tmp_path.resolve()), "jobs": 2}]
     os.unlink(tmp_path / warm.FOLDER / warm.SOCKET)

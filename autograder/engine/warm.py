@@ -272,6 +272,9 @@ def connect(course: Path, jobs: int, wait: float = 3600.0) -> RemotePool | None:
         reply = _reply_to_hello(sock, channel, folder, wait)
     except (OSError, ValueError, WarmError):
         reply = None
+    if reply and not reply.get("ready"):
+        print(f"NOTE: the warm service of this course folder was not used: "
+              f"{str(reply.get('error'))[:200]!r}", file=sys.stderr)
     if not reply or not reply.get("ready"):
         channel.close()
         if dir_fd is not None:
@@ -304,9 +307,15 @@ def start(course: Path, jobs: int, idle: float = DEFAULT_IDLE_S,
           timeout: float = START_TIMEOUT_S) -> None:
     """Start the service of ``course`` (detached; it outlives this process) and wait until it
     answers. Nothing happens when one already runs."""
+    from autograder.engine.grade import MARKER
+
     course = course.resolve()
     if not idle > 0:
         raise WarmError(f"an idle timeout of {idle!r} seconds: it must be positive")
+    if not (course / MARKER).is_file():
+        # and nothing is created in it: the grading command takes only folders it made
+        raise WarmError(f"{course} is not a course folder of the grading command (grade into "
+                        "it first, or with --keep-warm)")
     folder = private_folder(course, create=True)
     assert folder is not None
     log_path = folder / LOG
