@@ -15,7 +15,9 @@ violation, or a skipped heading level, fails; lesser ones are written to
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -147,25 +149,37 @@ def load_for_axe(page, site: str, entry: str) -> None:
         page.locator("#search-results a").first.wait_for(timeout=30_000)
 
 
+def _axe_pass(site: str, script: str, window: str, mode: str) -> dict[tuple[str, str, str], dict]:
+    """axe-core's results for every page in ``AXE_PAGES`` in one window and colour mode, in a
+    browser of its own, keyed by (page, window, mode); each with the theme the page was shown
+    in."""
+    runs = {}
+    with chromium() as browser:
+        context = browser.new_context(viewport=WINDOWS[window], is_mobile=window == "phone",
+                                      color_scheme=mode)
+        page = context.new_page()
+        for entry in AXE_PAGES:
+            load_for_axe(page, site, entry)
+            runs[(entry, window, mode)] = {
+                "theme": page.evaluate("document.documentElement.dataset.theme"),
+                "results": run_axe(page, script)}
+        context.close()
+    return runs
+
+
 @pytest.fixture(scope="module")
 def accessibility(site: str) -> dict[tuple[str, str, str], dict]:
     """axe-core's results for every page in ``AXE_PAGES`` on each window in each colour mode,
-    keyed by (page, window, mode); each with the theme the page was actually shown in."""
+    keyed by (page, window, mode); each with the theme the page was actually shown in.
+
+    The passes (window, mode) run at once, one browser each (Playwright's sync API: one
+    instance per thread), as many as there are cores: axe-core's contrast rule, which takes
+    most of the time (about 20 s on each long chapter), runs on one core of the page's own."""
     script = axe_script()
-    runs: dict[tuple[str, str, str], dict] = {}
-    with chromium() as browser:
-        for window, viewport in WINDOWS.items():
-            for mode in MODES:
-                context = browser.new_context(viewport=viewport, is_mobile=window == "phone",
-                                              color_scheme=mode)
-                page = context.new_page()
-                for entry in AXE_PAGES:
-                    load_for_axe(page, site, entry)
-                    runs[(entry, window, mode)] = {
-                        "theme": page.evaluate("document.documentElement.dataset.theme"),
-                        "results": run_axe(page, script)}
-                context.close()
-    return runs
+    passes = [(window, mode) for window in WINDOWS for mode in MODES]
+    with ThreadPoolExecutor(max_workers=min(len(passes), os.cpu_count() or 1)) as pool:
+        done = list(pool.map(lambda p: _axe_pass(site, script, *p), passes))
+    return {key: run for part in done for key, run in part.items()}
 
 
 def test_axe_checked_every_page_on_both_windows_in_both_modes(
