@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,11 @@ def test_a_warm_service_grades_as_the_commands_own_processes(
         assert _running(course)
         assert warm.stop(course) and not _running(course)
         assert not warm.stop(course)  # nothing left to stop
-        # another --jobs: not used, and left running; `kill` ends it with its processes
+        # another --jobs or other preloaded libraries: not used, and left running; `kill` ends
+        # it with its processes
         warm.start(course, jobs=1)
         assert warm.connect(course, 2) is None and _running(course)
+        assert warm.connect(course, 1, ()) is None and _running(course)
         pool = warm.connect(course, 1)
         assert pool is not None
         pid = pool.info["pid"]
@@ -197,6 +200,7 @@ def test_the_service_refuses_what_is_not_a_task_of_its_course(tmp_path: Path) ->
         (["ada", str(tmp_path / "outside.ipynb"), EX01, str(course), {}], "outside"),
         (["ada", str(course / "submitted" / "link.ipynb"), EX01, str(course), {}], "outside"),
         (["ada", str(course / ".." / "outside.ipynb"), EX01, str(course), {}], "outside"),
+        (["ada", str(notebook) + "\0", EX01, str(course), {}], "malformed task"),
     ]:
         assert why in (service.refuse(bad) or ""), bad
 
@@ -277,6 +281,9 @@ def test_a_service_that_dies_leaves_its_tasks_not_graded(tmp_path: Path) -> None
     pool = warm.connect(tmp_path, 3)
     assert pool is not None and pool.jobs == 3
     futures = [pool.submit(g._grade_one, "s", "n", EX01, str(tmp_path), {}) for _ in range(3)]
+    unsendable = pool.submit(g._grade_one, "s", "n", EX01, str(tmp_path), {"x": {1}})
+    with pytest.raises(warm.WarmError, match="could not be sent"):
+        unsendable.result(timeout=30)
     assert futures[0].result(timeout=30) == result
     for future in futures[1:]:
         with pytest.raises(warm.WarmError, match="stopped before grading"):
@@ -320,7 +327,8 @@ def test_a_service_of_another_user_or_another_library_is_not_used(
     assert warm.connect(tmp_path, 2) is None
     assert "was not used: 'stale'" in capsys.readouterr().err
     thread.join(timeout=10)
-    assert heard == [{"hello": warm.fingerprint(), "course": str(tmp_path.resolve()), "jobs": 2}]
+    assert heard == [{"hello": warm.fingerprint(), "course": str(tmp_path.resolve()), "jobs": 2,
+                      "optional": warm.optional_set(None)}]
     os.unlink(tmp_path / warm.FOLDER / warm.SOCKET)
     heard = []
     thread = _stand_in(tmp_path, [None], heard)
@@ -328,6 +336,40 @@ def test_a_service_of_another_user_or_another_library_is_not_used(
     assert warm.connect(tmp_path, 1) is None
     thread.join(timeout=10)
     assert heard == [None], "the command spoke to another user's socket"
+
+
+def _blocks_until_released(holder: int, wait: Callable[[], object]) -> None:
+    """``wait()`` (in a thread) does not return while ``holder`` holds its exclusive lock, and
+    returns once it is released."""
+    import fcntl
+
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive(), "it did not wait for the lock"
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "it went on waiting after the lock was released"
+
+
+def test_commands_on_one_folder_take_turns(tmp_path: Path) -> None:
+    """A grading command waits for another on the same course folder (hold_course), and one
+    that grades without the service waits until the service has finished what it grades for an
+    interrupted command (wait_idle, on the service's session lock)."""
+    holder = os.open(tmp_path / g.GRADING_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        _blocks_until_released(holder, lambda: os.close(g.hold_course(tmp_path, quiet=True)))
+    finally:
+        os.close(holder)
+    folder = warm.private_folder(tmp_path, create=True)
+    assert folder is not None
+    warm.wait_idle(tmp_path)  # no service: at once
+    holder = os.open(folder / warm.SESSION_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        _blocks_until_released(holder, lambda: warm.wait_idle(tmp_path))
+    finally:
+        os.close(holder)
 
 
 def test_peer_uid_is_the_callers() -> None:

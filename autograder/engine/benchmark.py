@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.demo.__main__ import ASSIGNMENTS, write_submissions
-from autograder.engine.grade import COURSE_ROOT, run_nbgrader
+from autograder.engine.grade import COURSE_ROOT, optional_libraries, run_nbgrader
 
 MARKER = ".dropout-course-benchmark"
 #: The targets (issue 20), as ratios and times of one run on the course's 2-core machine: the
@@ -275,7 +275,8 @@ def time_full(exercises: list[str], out: Path, jobs: int,
     for mode, full_id in zip(FULL_MODES, FULL_IDS, strict=True):
         say(f"one full submission ({len(exercises)} exercises, {mode.split('_')[1]}) ...")
         if mode == "full_service":
-            started = _service(["start", str(course), "--jobs", str(jobs)])
+            started = _service(["start", str(course), "--jobs", str(jobs), "--optional",
+                                ",".join(optional_libraries(exercises))])
         try:
             runs[mode] = run_ours(",".join(exercises), out / "full" / full_id, course, jobs,
                                   out / "logs" / f"{mode}.log")

@@ -857,25 +857,50 @@ def _html(nb_json: dict[str, Any]) -> str:
     return scrub_surrogates(body)
 
 
+GRADING_LOCK = ".grading.lock"
+
+
+def hold_course(out: Path, quiet: bool = False) -> int:
+    """Take the course folder ``out`` for one grading command (an exclusive lock on
+    ``out/.grading.lock``, released when the returned descriptor is closed or the process ends),
+    waiting for another command that holds it: two commands on one folder would stage, clean up
+    and write each other's files (the intake, scratch, feedback)."""
+    fd = os.open(out / GRADING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        if not quiet:
+            print(f"waiting for another grading command on {terminal_text(str(out))}",
+                  file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def warm_pool(out: Path, jobs: int, keep_warm: float | None, weaker: tuple[str, ...],
-              quiet: bool = False) -> Any:
+              quiet: bool = False, optional: tuple[str, ...] | None = None) -> Any:
     """A session with the warm service of the course folder ``out``
     (:func:`autograder.engine.warm.connect`), started first when none runs and ``keep_warm``
     (its idle timeout, seconds) is given; or None: none runs, it is stale, or the sandbox is
-    weaker than full (then nothing the instructor left running is offered to a submission)."""
+    weaker than full (then nothing the instructor left running is offered to a submission).
+    ``optional``: the libraries this command's zygotes would preload (default: all); the
+    service's must be the same. Without a service, it returns once any service of ``out`` has
+    finished what it grades (an interrupted command's submissions)."""
     from autograder.engine import warm
 
-    if weaker:
-        if keep_warm is not None:
-            print("NOTE: no warm service under a weaker sandbox (--keep-warm ignored)",
-                  file=sys.stderr)
-        return None
+    pool = None
     try:
-        pool = warm.connect(out, jobs)
-        if pool is None and keep_warm is not None:
-            warm.stop(out)  # a stale one (or one of another --jobs) makes way
-            warm.start(out, jobs, keep_warm)
-            pool = warm.connect(out, jobs)
+        if weaker:
+            if keep_warm is not None:
+                print("NOTE: no warm service under a weaker sandbox (--keep-warm ignored)",
+                      file=sys.stderr)
+        else:
+            pool = warm.connect(out, jobs, optional)
+            if pool is None and keep_warm is not None:
+                warm.stop(out)  # a stale one (or one of another --jobs) makes way
+                warm.start(out, jobs, keep_warm, optional=optional)
+                pool = warm.connect(out, jobs, optional)
+        if pool is None:
+            warm.wait_idle(out)
     except warm.WarmError as err:
         print(f"WARNING: {terminal_text(str(err))}: grading without it", file=sys.stderr)
         return None
@@ -1304,50 +1329,62 @@ def grade(assignments: str | list[str], submissions: Path, out: Path | None = No
     os.environ["PATH"] = nbgrader_env()["PATH"]  # nbgrader's gradebook runs `alembic`
     jobs = jobs or os.cpu_count() or 1
     claim_folder(out)
-    remember_sandbox(out, sandbox)
-    write_course_config(out, db_url)
-    tasks, results = collect(names, submissions, out, lms_regex, shard, chosen)
-    _add_missing(results, tasks, names, chosen, shard, submissions)
+    held = hold_course(out, quiet)
+    try:
+        remember_sandbox(out, sandbox)
+        write_course_config(out, db_url)
+        tasks, results = collect(names, submissions, out, lms_regex, shard, chosen)
+        _add_missing(results, tasks, names, chosen, shard, submissions)
+        done, fresh = _split_cached(out, tasks, force or chosen is not None)
+        pool = None
+        if fresh:
+            pool = warm_pool(out, jobs, keep_warm, sandbox.weaker, quiet,
+                             optional_libraries(names)) \
+                or start_workers(min(jobs, len(fresh)), optional_libraries(names))
+        by_key = {(t.assignment, t.student): t for t in tasks}
+        try:
+            Gradebook = _gradebook_class()  # imported while the workers load, like the rest
+
+            prepare_course(out, names, db_url)
+            for name in sandbox.weaker:
+                print(f"WARNING: sandbox protection {terminal_text(name)}: "
+                      f"{terminal_text(sandbox.measured[name])} (accepted with "
+                      "--allow-weaker-sandbox)", file=sys.stderr)
+            config = load_course_config(out, db_url)
+            with Gradebook(db_url or default_db_url(out)) as gb:
+                if due is not None:
+                    for name in names:
+                        book.set_due_date(gb, name, due)
+
+                writer = GradebookWriter(gb, config, out, by_key)
+                for result in done.values():  # recorded again (idempotent), not saved again
+                    _say_not_recorded(writer.add(result, save=False), quiet)
+                _say_not_recorded(writer.flush(), quiet)
+                results |= done
+                if pool is not None:
+                    _run_pool(pool, fresh, out, results, writer, sandbox_limits, quiet, names,
+                              list(sandbox.weaker))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        for key in results.keys() - done.keys():
+            results[key].weaker = results[key].weaker or list(sandbox.weaker)
+        return _finish(out, db_url, names, results, set(by_key), chosen, shard,
+                       time.perf_counter() - started, jobs, sandbox, quiet)
+    finally:
+        os.close(held)
+
+
+def _split_cached(out: Path, tasks: list[Task], regrade: bool
+                  ) -> tuple[dict[tuple[str, str], StudentResult], list[Task]]:
+    """The results kept from earlier runs (none when ``regrade``), and the tasks to grade, in
+    grading order."""
     done = {}
     for task in tasks:
-        cached = None if force or chosen is not None else _cached(out, task)
+        cached = None if regrade else _cached(out, task)
         if cached is not None:
             done[(task.assignment, task.student)] = cached
-    fresh = _order([t for t in tasks if (t.assignment, t.student) not in done])
-    pool = None
-    if fresh:
-        pool = warm_pool(out, jobs, keep_warm, sandbox.weaker, quiet) \
-            or start_workers(min(jobs, len(fresh)), optional_libraries(names))
-    by_key = {(t.assignment, t.student): t for t in tasks}
-    try:
-        Gradebook = _gradebook_class()  # imported while the workers load, like the rest
-
-        prepare_course(out, names, db_url)
-        for name in sandbox.weaker:
-            print(f"WARNING: sandbox protection {terminal_text(name)}: "
-                  f"{terminal_text(sandbox.measured[name])} (accepted with "
-                  "--allow-weaker-sandbox)", file=sys.stderr)
-        config = load_course_config(out, db_url)
-        with Gradebook(db_url or default_db_url(out)) as gb:
-            if due is not None:
-                for name in names:
-                    book.set_due_date(gb, name, due)
-
-            writer = GradebookWriter(gb, config, out, by_key)
-            for result in done.values():  # recorded again (idempotent), not saved again
-                _say_not_recorded(writer.add(result, save=False), quiet)
-            _say_not_recorded(writer.flush(), quiet)
-            results |= done
-            if pool is not None:
-                _run_pool(pool, fresh, out, results, writer, sandbox_limits, quiet, names,
-                          list(sandbox.weaker))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    for key in results.keys() - done.keys():
-        results[key].weaker = results[key].weaker or list(sandbox.weaker)
-    return _finish(out, db_url, names, results, set(by_key), chosen, shard,
-                   time.perf_counter() - started, jobs, sandbox, quiet)
+    return done, _order([t for t in tasks if (t.assignment, t.student) not in done])
 
 
 def prepare_term(assignments: list[str], out: Path, db_url: str | None = None,

@@ -57,6 +57,7 @@ LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # holds the autograder packa
 FOLDER = ".warm"
 SOCKET = "grader.sock"
 LOCK = "service.lock"
+SESSION_LOCK = "session.lock"  # held by the service while it grades for a command
 LOG = "service.log"
 DEFAULT_IDLE_S = 900.0
 START_TIMEOUT_S = 180.0  # the processes load first (about 5 s on two cores)
@@ -125,7 +126,9 @@ def _connectable(path: Path) -> tuple[socket.socket, Any] | None:
         if len(os.fsencode(address)) > 100:
             dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             address = f"/proc/self/fd/{dir_fd}/{path.name}"
+        sock.settimeout(5.0)  # a full backlog: treated as no service, not waited on forever
         sock.connect(address)
+        sock.settimeout(None)
         return sock, dir_fd
     except OSError:
         sock.close()
@@ -212,8 +215,9 @@ class RemotePool:
             self.futures[number] = future
         try:
             self.channel.send({"task": number, "args": list(args)})
-        except OSError as err:
-            self._fail(number, f"the warm service is gone ({err})")
+        except Exception as err:  # gone, or arguments JSON cannot carry: this task fails
+            self._fail(number, f"the task could not be sent to the warm service "
+                       f"({type(err).__name__}: {err})")
         return future
 
     def _fail(self, number: int, why: str) -> None:
@@ -251,11 +255,22 @@ class RemotePool:
             self.dir_fd = None
 
 
-def connect(course: Path, jobs: int, wait: float = 3600.0) -> RemotePool | None:
+def optional_set(optional: tuple[str, ...] | None) -> list[str]:
+    """The optional libraries a zygote preloads (``None``: all of ``zygote.OPTIONAL``), as the
+    hello carries them."""
+    from autograder.engine.zygote import OPTIONAL
+
+    return sorted(OPTIONAL if optional is None else set(optional) & set(OPTIONAL))
+
+
+def connect(course: Path, jobs: int, optional: tuple[str, ...] | None = None,
+            wait: float = 3600.0) -> RemotePool | None:
     """A session with the service of ``course`` when one runs, is the instructor's, is current
-    (same :func:`fingerprint`; a stale one is told to stop) and grades ``jobs`` submissions at
-    once; else None. A service busy with another command's session (or finishing the
-    submissions of one that was interrupted) is waited for, up to ``wait`` seconds."""
+    (same :func:`fingerprint`; a stale one is told to stop), grades ``jobs`` submissions at
+    once and its zygotes preload the same ``optional`` libraries (default: all) as the
+    command's would (what a sandbox holds counts against its memory limit); else None. A
+    service finishing the submissions of an interrupted command is waited for, up to ``wait``
+    seconds."""
     course = course.resolve()
     folder = private_folder(course)
     if folder is None or not (folder / SOCKET).exists():
@@ -268,7 +283,8 @@ def connect(course: Path, jobs: int, wait: float = 3600.0) -> RemotePool | None:
     try:
         if peer_uid(sock) != os.getuid():
             raise WarmError("the warm service's socket is served by another user")
-        channel.send({"hello": fingerprint(), "course": str(course), "jobs": jobs})
+        channel.send({"hello": fingerprint(), "course": str(course), "jobs": jobs,
+                      "optional": optional_set(optional)})
         reply = _reply_to_hello(sock, channel, folder, wait)
     except (OSError, ValueError, WarmError):
         reply = None
@@ -303,10 +319,31 @@ def _reply_to_hello(sock: socket.socket, channel: Channel, folder: Path,
     return None
 
 
+def wait_idle(course: Path) -> None:
+    """Return once the service of ``course`` (if any) grades for no command: a command that
+    grades without it must not overlap the submissions an interrupted command left it."""
+    folder = private_folder(course.resolve())
+    if folder is None:
+        return
+    try:
+        fd = os.open(folder / SESSION_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            print("waiting for the warm service to finish what it grades", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+
+
 def start(course: Path, jobs: int, idle: float = DEFAULT_IDLE_S,
-          timeout: float = START_TIMEOUT_S) -> None:
-    """Start the service of ``course`` (detached; it outlives this process) and wait until it
-    answers. Nothing happens when one already runs."""
+          timeout: float = START_TIMEOUT_S, optional: tuple[str, ...] | None = None) -> None:
+    """Start the service of ``course`` (detached; it outlives this process), its zygotes
+    preloading ``optional`` (default: all of ``zygote.OPTIONAL``), and wait until it answers.
+    Nothing happens when one already runs."""
     from autograder.engine.grade import MARKER
 
     course = course.resolve()
@@ -318,16 +355,19 @@ def start(course: Path, jobs: int, idle: float = DEFAULT_IDLE_S,
                         "it first, or with --keep-warm)")
     folder = private_folder(course, create=True)
     assert folder is not None
-    log_path = folder / LOG
-    # one log per service (the last one's): it never grows without end
-    with open(log_path, "wb") as log:
-        # the same environment as this command (the fingerprint's host key compares it); the
-        # package is found from the working folder, as `python -m` finds it here
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "autograder.engine.warm", "serve", str(course),
-             "--jobs", str(jobs), "--idle", str(idle)],
-            cwd=LIBRARY_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True)
+    command = [sys.executable, "-m", "autograder.engine.warm", "serve", str(course), "--jobs",
+               str(jobs), "--idle", str(idle), "--optional", ",".join(optional_set(optional))]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        # one log per service (the last one's): it never grows without end
+        with open(folder / LOG, "wb") as log:
+            # the same environment as this command (the fingerprint's host key compares it);
+            # the package is found from the working folder, as `python -m` finds it here
+            return subprocess.Popen(command, cwd=LIBRARY_ROOT, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
+
+    proc = spawn()
+    respawned = False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (folder / SOCKET).exists():
@@ -339,7 +379,9 @@ def start(course: Path, jobs: int, idle: float = DEFAULT_IDLE_S,
                     os.close(dir_fd)
                 return
         if proc.poll() is not None and not _locked(folder):
-            raise WarmError(f"the warm service did not start: see {folder / LOG}")
+            if proc.returncode != 0 or respawned:
+                raise WarmError(f"the warm service did not start: see {folder / LOG}")
+            proc, respawned = spawn(), True  # it found a stopping service's lock: again
         time.sleep(0.02)
     raise WarmError(f"the warm service did not answer within {timeout:g} s: see {folder / LOG}")
 
@@ -375,21 +417,24 @@ def stop(course: Path, timeout: float = 60.0) -> bool:
     """Tell the service of ``course`` to stop (after the session it may be serving), and wait
     until it has; whether one ran. Raises :class:`WarmError` when it did not stop in time."""
     folder = private_folder(course.resolve())
-    if folder is None or not (folder / SOCKET).exists():
+    if folder is None:
         return False
-    connected = _connectable(folder / SOCKET)
-    if connected is None:
+    running = _locked(folder)  # also one that is stopping by itself (its socket already gone)
+    connected = _connectable(folder / SOCKET) if (folder / SOCKET).exists() else None
+    if connected is not None:
+        running = True
+        sock, dir_fd = connected
+        try:
+            if peer_uid(sock) == os.getuid():
+                Channel(sock).send({"stop": True})
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            if dir_fd is not None:
+                os.close(dir_fd)
+    if not running:
         return False
-    sock, dir_fd = connected
-    try:
-        if peer_uid(sock) == os.getuid():
-            Channel(sock).send({"stop": True})
-    except OSError:
-        pass
-    finally:
-        sock.close()
-        if dir_fd is not None:
-            os.close(dir_fd)
     deadline = time.monotonic() + timeout
     while _locked(folder):
         if time.monotonic() > deadline:
@@ -404,8 +449,10 @@ class Service:
     """The service process: a pool of grading processes (:func:`grade.start_workers`, every
     optional library preloaded) and the socket; one command's session at a time."""
 
-    def __init__(self, course: Path, jobs: int, idle: float) -> None:
+    def __init__(self, course: Path, jobs: int, idle: float,
+                 optional: tuple[str, ...] | None = None) -> None:
         self.course, self.jobs, self.idle = course, jobs, idle
+        self.optional = optional_set(optional)
         self.fingerprint = fingerprint()
         self.stopping = False
         self.broken = False
@@ -418,7 +465,9 @@ class Service:
         lock = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         if not _take(lock):
             return 0  # another service holds this course folder
-        pool = start_workers(self.jobs)
+        pool = start_workers(self.jobs, tuple(self.optional))
+        session_lock = os.open(folder / SESSION_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                               0o600)
         try:
             self.warm_up(pool)
         except Exception:
@@ -449,8 +498,13 @@ class Service:
                 conn.settimeout(HELLO_TIMEOUT_S)  # a command that says nothing holds no one up
                 with contextlib.closing(conn):
                     if peer_uid(conn) == os.getuid():
-                        with contextlib.suppress(OSError):
-                            self.session(Channel(conn), pool)
+                        try:
+                            self.session(Channel(conn), pool, session_lock)
+                        except OSError:
+                            pass  # the command went away
+                        except Exception as err:  # one bad session never ends the service
+                            print(f"session failed: {type(err).__name__}: {err}",
+                                  file=sys.stderr, flush=True)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(folder / SOCKET)
@@ -475,8 +529,9 @@ class Service:
             wait(probes, timeout=max(0.0, deadline - time.monotonic()))
             seen |= {p.result() for p in probes if p.done()}
 
-    def session(self, channel: Channel, pool: Any) -> None:
-        """One command's session: a hello, then tasks until it ends."""
+    def session(self, channel: Channel, pool: Any, session_lock: int | None = None) -> None:
+        """One command's session: a hello, then tasks until it ends (and what it started has
+        ended: ``session_lock`` is held until then)."""
         hello = channel.receive()
         channel.sock.settimeout(None)
         if hello is None:
@@ -489,9 +544,11 @@ class Service:
             with contextlib.suppress(OSError):
                 channel.send({"error": "stale: the grading library changed"})
             return
-        if hello.get("course") != str(self.course) or hello.get("jobs") != self.jobs:
+        if hello.get("course") != str(self.course) or hello.get("jobs") != self.jobs \
+                or hello.get("optional") != self.optional:
             with contextlib.suppress(OSError):
-                channel.send({"error": "another course folder or number of processes"})
+                channel.send({"error": "another course folder, number of processes or set of "
+                              "preloaded libraries"})
             return
         try:
             self.warm_up(pool, timeout=30.0)  # all alive (instant when they are)
@@ -499,6 +556,17 @@ class Service:
             self.broken = True
             self._send(channel, {"error": "the grading processes died"})
             return
+        if session_lock is not None:
+            fcntl.flock(session_lock, fcntl.LOCK_EX)
+        try:
+            self.serve_tasks(channel, pool)
+        finally:
+            if session_lock is not None:
+                fcntl.flock(session_lock, fcntl.LOCK_UN)
+
+    def serve_tasks(self, channel: Channel, pool: Any) -> None:
+        """The tasks of a session, until the command ends it; returns when every task it
+        started has ended."""
         channel.send({"ready": True, "jobs": self.jobs, "pid": os.getpid()})
         futures: list[Future] = []
         while (message := channel.receive()) is not None:
@@ -534,10 +602,16 @@ class Service:
             return "a task for another course folder"
         if not all(_one_name(name) for name in (student, assignment)):
             return "a student or assignment that is not one file name"
-        if not (self.course / "solutions" / assignment).is_dir():
-            return "an assignment this course folder has not released"
-        if not Path(os.path.realpath(notebook)).is_relative_to(self.course):
-            return "a notebook outside the course folder"
+        return self._refuse_paths(assignment, notebook)
+
+    def _refuse_paths(self, assignment: str, notebook: str) -> str | None:
+        try:
+            if not (self.course / "solutions" / assignment).is_dir():
+                return "an assignment this course folder has not released"
+            if not Path(os.path.realpath(notebook)).is_relative_to(self.course):
+                return "a notebook outside the course folder"
+        except (OSError, ValueError) as err:  # a NUL byte, a name too long, ...
+            return f"malformed task ({type(err).__name__})"
         return None
 
     def submit(self, pool: Any, args: list[Any]) -> Future | None:
@@ -583,18 +657,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("course", type=Path, help="the course folder (as --course of grade)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="grading processes (default: the number of cores)")
+    parser.add_argument("--optional", default=None, metavar="NAME[,NAME]",
+                        help="the optional libraries its zygotes preload (default: all of "
+                        "zygote.OPTIONAL; a command uses the service only when its own would "
+                        "preload the same: those its assignments' sources import)")
     parser.add_argument("--idle", type=float, default=DEFAULT_IDLE_S,
                         help=f"seconds without a command before it stops "
                         f"(default {DEFAULT_IDLE_S:g})")
     args = parser.parse_args(argv)
     course = args.course.resolve()
+    optional = None if args.optional is None else tuple(filter(None, args.optional.split(",")))
     try:
         if args.action == "serve":
             # the module by its name, not as __main__: the pool's processes import it so
             service = importlib.import_module("autograder.engine.warm").Service
-            return service(course, max(1, args.jobs), args.idle).run()
+            return service(course, max(1, args.jobs), args.idle, optional).run()
         if args.action == "start":
-            start(course, max(1, args.jobs), args.idle)
+            start(course, max(1, args.jobs), args.idle, optional=optional)
             print(f"warm service running for {course}")
         elif args.action == "stop":
             print("stopped" if stop(course) else "no warm service was running")
