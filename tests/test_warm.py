@@ -376,3 +376,26 @@ def test_peer_uid_is_the_callers() -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         assert warm.peer_uid(ours) == os.getuid()
+
+
+def test_socket_paths_too_long_or_not_utf8_still_work(tmp_path: Path) -> None:
+    """A course folder whose socket path is over a Unix socket's limit (108 bytes), or is not
+    UTF-8, is bound and reached through the folder's /proc/self/fd path."""
+    for name in ("x" * 120, os.fsdecode(b"caf\xe9")):
+        folder = tmp_path / name
+        folder.mkdir()
+        address, dir_fd = warm._address(folder / warm.SOCKET)
+        assert (dir_fd is None) == (len(os.fsencode(folder / warm.SOCKET)) <= 100)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(address)
+            listener.listen(1)
+            connected = warm._connectable(folder / warm.SOCKET)
+            assert connected is not None, name
+            connected[0].close()
+            if connected[1] is not None:
+                os.close(connected[1])
+        finally:
+            listener.close()
+            if dir_fd is not None:
+                os.close(dir_fd)

@@ -117,15 +117,22 @@ def private_folder(course: Path, create: bool = False) -> Path | None:
     return folder
 
 
+def _address(path: Path) -> tuple[str, int | None]:
+    """The address of the Unix socket ``path``: the path itself, or, when it is too long for
+    one (108 bytes), the same file through ``/proc/self/fd`` of its folder, opened here; the
+    caller keeps that descriptor (returned) open while it binds or connects."""
+    if len(os.fsencode(path)) <= 100:
+        return str(path), None
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    return f"/proc/self/fd/{dir_fd}/{path.name}", dir_fd
+
+
 def _connectable(path: Path) -> tuple[socket.socket, Any] | None:
     """A connected socket to ``path`` and the folder descriptor kept for it, or None."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dir_fd = None
     try:
-        address = str(path)
-        if len(os.fsencode(address)) > 100:
-            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            address = f"/proc/self/fd/{dir_fd}/{path.name}"
+        address, dir_fd = _address(path)
         sock.settimeout(5.0)  # a full backlog: treated as no service, not waited on forever
         sock.connect(address)
         sock.settimeout(None)
@@ -473,10 +480,7 @@ class Service:
         except Exception:
             pool.shutdown(cancel_futures=True)
             raise
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        address = str(folder / SOCKET)
-        if len(address.encode()) > 100:
-            address = f"/proc/self/fd/{dir_fd}/{SOCKET}"
+        address, _dir_fd = _address(folder / SOCKET)  # kept open while the service lives
         with contextlib.suppress(FileNotFoundError):
             os.unlink(folder / SOCKET)  # a dead service's (we hold the lock)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
